@@ -1,0 +1,3 @@
+from interlink_htcondor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""ClassAd attribute names and the per-container state encoding.
+
+HTCondor is the plugin's database: a job carries the pod's identity, and the job wrapper
+writes each container's live state into the job ad with condor_chirp. The job wrapper
+(stdlib only) repeats ``encode_state``'s format; ``tests/unit`` checks both agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+POD_UID = "InterlinkPodUID"
+POD_NAME = "InterlinkPodName"
+POD_NAMESPACE = "InterlinkPodNamespace"
+CONTAINERS = "InterlinkContainers"  # comma-separated app container names, pod order
+INIT_CONTAINERS = "InterlinkInitContainers"  # comma-separated init container names
+IMAGES = "InterlinkImages"  # comma-separated images, init containers first
+SANDBOX = "InterlinkSandbox"  # plugin-side sandbox directory
+PLUGIN = "InterlinkPlugin"  # marks jobs this plugin owns (value: plugin instance name)
+HELD_SINCE = "EnteredCurrentStatus"
+
+
+def state_attr(kind: Literal["init", "app"], index: int) -> str:
+    """Attribute holding the state of container ``index`` (names may not be ClassAd-safe)."""
+    return f"InterlinkState{'I' if kind == 'init' else 'C'}{index}"
+
+
+StateName = Literal["waiting", "running", "terminated"]
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """Decoded form of ``"<state> <exit> <reason> <started> <finished>"``.
+
+    Times are Unix seconds (0 = unknown); reason is one token (e.g. ``OOMKilled``).
+    """
+
+    state: StateName
+    exit_code: int = 0
+    reason: str = ""
+    started: int = 0
+    finished: int = 0
+
+
+def encode_state(s: ContainerState) -> str:
+    return f"{s.state} {s.exit_code} {s.reason or '-'} {s.started} {s.finished}"
+
+
+def decode_state(value: str) -> ContainerState | None:
+    parts = value.split()
+    if len(parts) != 5 or parts[0] not in ("waiting", "running", "terminated"):
+        return None
+    try:
+        exit_code, started, finished = int(parts[1]), int(parts[3]), int(parts[4])
+    except ValueError:
+        return None
+    state: StateName = parts[0]  # type: ignore[assignment]
+    reason = "" if parts[2] == "-" else parts[2]
+    return ContainerState(state, exit_code, reason, started, finished)

@@ -1,0 +1,95 @@
+"""The job spec: the one file (``pod.json``) through which a pod reaches the job wrapper.
+
+Every value from the pod travels here as JSON data, never pasted into a script. The job
+wrapper (``jobside/wrapper.py``, stdlib only, runs on execute points) reads it. Bump
+``SPEC_VERSION`` on any incompatible change; the wrapper refuses versions it does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_VERSION = 1
+SPEC_FILE = "pod.json"
+WRAPPER_FILE = "interlink-job-wrapper.py"
+LOG_DIR = "logs"
+VOLUME_DIR = "volumes"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VolumeSpec(_Strict):
+    """Where a pod volume lives on the execute side.
+
+    - ``emptyDir``: created by the wrapper in the job's scratch directory;
+    - ``sandbox``: files the plugin wrote under ``volumes/<name>`` in the sandbox
+      (configMap, secret, projected, downwardAPI);
+    - ``host``: an absolute path on the execute point (hostPath, or a mapped PVC).
+    """
+
+    kind: Literal["emptyDir", "sandbox", "host"]
+    path: str = ""  # sandbox-relative for "sandbox", absolute for "host"
+    size_limit_bytes: int | None = None
+
+
+class MountSpec(_Strict):
+    volume: str
+    mount_path: str
+    sub_path: str = ""
+    read_only: bool = False
+
+
+class ExecAction(_Strict):
+    argv: list[str]
+
+
+class ContainerSpec(_Strict):
+    name: str
+    image: str  # resolved: a local SIF/sandbox path or a docker:// / oras:// URI
+    # "exec": run argv (command + args) with ``apptainer exec``;
+    # "run": no command given, run the image's runscript/entrypoint with argv as args.
+    mode: Literal["exec", "run"]
+    argv: list[str]
+    working_dir: str | None = None
+    env: list[tuple[str, str]] = Field(default_factory=list)  # ordered, already expanded
+    mounts: list[MountSpec] = Field(default_factory=list)
+    memory_limit_bytes: int | None = None
+    pre_stop: ExecAction | None = None
+    apptainer_args: list[str] = Field(default_factory=list)
+
+
+class ApptainerSpec(_Strict):
+    binary: str = "apptainer"
+    # Extra options for every container (site config plus pod annotations), as argv items.
+    args: list[str] = Field(default_factory=list)
+
+
+class PodIdentity(_Strict):
+    uid: str
+    name: str
+    namespace: str
+
+
+class JobSpec(_Strict):
+    version: int = SPEC_VERSION
+    pod: PodIdentity
+    apptainer: ApptainerSpec = Field(default_factory=ApptainerSpec)
+    # Shell commands run on the execute point before any container, outside containers
+    # (interLink's wstunnel client and mesh pre-exec scripts). They run as the job's own
+    # user, inside the job the pod already controls.
+    prologue: list[str] = Field(default_factory=list)
+    volumes: dict[str, VolumeSpec] = Field(default_factory=dict)
+    init_containers: list[ContainerSpec] = Field(default_factory=list)
+    containers: list[ContainerSpec] = Field(default_factory=list)
+    restart_policy: Literal["Always", "OnFailure", "Never"] = "Never"
+    active_deadline_seconds: int | None = None
+    termination_grace_seconds: int = 30
+    # Where condor_chirp lives on the execute point ("" = look it up at run time).
+    chirp: str = ""
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(indent=1).encode()

@@ -1,0 +1,229 @@
+"""The plugin's configuration: one validated model, from a YAML file plus environment overrides.
+
+Environment variables override the file: ``INTERLINK_HTCONDOR_<SECTION>__<KEY>`` (for example
+``INTERLINK_HTCONDOR_SCHEDD__COLLECTOR=cm.example.org``). Unknown keys are an error.
+Each field's description is the admin reference (``docs/configuration.md`` is generated
+from this model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "INTERLINK_HTCONDOR_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="TCP address to listen on (loopback by default).")
+    port: int = Field(4000, ge=0, le=65535, description="TCP port to listen on.")
+    socket: Path | None = Field(
+        None, description="Listen on this unix socket instead of TCP (interLink's `unix://`)."
+    )
+    socket_mode: int = Field(0o660, description="Permission bits of the unix socket.")
+    bearer_token_file: Path | None = Field(
+        None,
+        description="File holding a bearer token that clients must send. interLink itself "
+        "sends none, so protect its path by the socket or loopback instead.",
+    )
+    tls_cert: Path | None = Field(None, description="TLS certificate (PEM) for TCP mode.")
+    tls_key: Path | None = Field(None, description="TLS private key (PEM) for TCP mode.")
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
+    )
+    run_as: str = Field(
+        "",
+        description="When started as root, switch to this user after reading the config and "
+        "before serving. The plugin should run as the jobs' owner, never as root.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the structured (JSON) logs."
+    )
+
+
+class ScheddSettings(_Section):
+    collector: str = Field(
+        "", description="Collector (central manager) address; empty uses the HTCondor config."
+    )
+    schedd_name: str = Field(
+        "", description="Schedd name to locate; empty takes the collector's only/local schedd."
+    )
+    auth_methods: str = Field(
+        "", description="SEC_CLIENT_AUTHENTICATION_METHODS for the bindings, e.g. `IDTOKENS`."
+    )
+    token_dir: Path | None = Field(
+        None, description="Directory of IDTOKENS/SciTokens files (mode 0700) for the bindings."
+    )
+    scitoken_file: Path | None = Field(
+        None, description="SciToken file (SCITOKENS_FILE); re-read on every connection."
+    )
+    threads: int = Field(8, ge=1, le=64, description="Threads for blocking schedd calls.")
+    timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one schedd call.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed schedd call.")
+    status_refresh_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Age of the shared job snapshot that serves /status before a new query.",
+    )
+
+
+class ImageRule(_Section):
+    match: str = Field(description="fnmatch pattern on the image reference, e.g. `busybox:*`.")
+    target: str = Field(
+        description="What execute points run. `{image}` is the full reference, `{repository}` "
+        "and `{tag}` its parts, e.g. `/cvmfs/unpacked.cern.ch/registry.hub.docker.com/{image}` "
+        "or `/images/busybox.sif`."
+    )
+
+
+class ContainerSettings(_Section):
+    mode: Literal["apptainer", "container_universe", "singularity_image"] = Field(
+        "apptainer",
+        description="How containers run: `apptainer` (a vanilla job whose wrapper starts each "
+        "container with apptainer; multi-container pods), `container_universe` or "
+        "`singularity_image` (`+SingularityImage`; both single-container pods only).",
+    )
+    apptainer: str = Field("apptainer", description="Apptainer binary on execute points.")
+    apptainer_args: list[str] = Field(
+        default_factory=list, description="Extra apptainer options for every container."
+    )
+    python: str = Field(
+        "/usr/bin/env python3",
+        description="Interpreter of the job wrapper on execute points (Python >= 3.6).",
+    )
+    chirp: str = Field(
+        "", description="condor_chirp path on execute points; empty finds it at run time."
+    )
+    image_rules: list[ImageRule] = Field(
+        default_factory=list,
+        description="First matching rule maps an image reference; no match gives "
+        "`docker://{image}`.",
+    )
+
+
+class StorageSettings(_Section):
+    mode: Literal["shared", "spool"] = Field(
+        "shared",
+        description="`shared`: sandboxes live under `shared_dir`, visible at the same path on "
+        "execute points. `spool`: input is spooled to the schedd and output retrieved.",
+    )
+    shared_dir: Path = Field(
+        Path("/var/lib/interlink-htcondor/pods"),
+        description="Root of the per-pod sandboxes (shared mode: on the shared filesystem).",
+    )
+    host_path_allow: list[str] = Field(
+        default_factory=list,
+        description="Path prefixes pods may mount as hostPath volumes; empty forbids hostPath.",
+    )
+    pvc_paths: dict[str, str] = Field(
+        default_factory=dict,
+        description="PersistentVolumeClaim name (or `namespace/name`) to a path on execute "
+        "points.",
+    )
+
+
+class ResourceSettings(_Section):
+    default_cpus: int = Field(1, ge=1, description="request_cpus when a pod sets nothing.")
+    default_memory_mib: int = Field(
+        2048, ge=1, description="request_memory (MiB) when a pod sets nothing."
+    )
+    default_disk_mib: int = Field(
+        1024, ge=1, description="request_disk (MiB) when a pod sets no ephemeral-storage."
+    )
+    max_cpus: int = Field(64, ge=1, description="Largest request_cpus accepted.")
+    max_memory_mib: int = Field(512 * 1024, ge=1, description="Largest request_memory (MiB).")
+    max_disk_mib: int = Field(10 * 1024 * 1024, ge=1, description="Largest request_disk (MiB).")
+    max_gpus: int = Field(8, ge=0, description="Largest request_gpus accepted.")
+    default_wall_seconds: int | None = Field(
+        None, description="Wall-time limit when a pod sets none; empty means no limit."
+    )
+
+
+class PolicySettings(_Section):
+    accounting_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="Namespace to accounting group (`accounting_group`); `*` is the fallback.",
+    )
+    accounting_group_user: str = Field(
+        "", description="accounting_group_user for all jobs; empty uses the job owner."
+    )
+    allowed_submit_commands: list[str] = Field(
+        default_factory=list,
+        description="Submit commands pods may set with `htcondor.interlink.eu/submit.<cmd>` "
+        "annotations (case-insensitive).",
+    )
+    held_grace_seconds: int = Field(
+        300, ge=0, description="A held job is reported Failed and removed after this long."
+    )
+    retention_seconds: int = Field(
+        86400,
+        ge=0,
+        description="Finished jobs leave the queue this long after completion if their pod "
+        "was never deleted (`leave_in_queue`).",
+    )
+    instance: str = Field(
+        "default", description="Name tagging this plugin's jobs; several plugins may share a schedd."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    schedd: ScheddSettings = Field(default_factory=ScheddSettings)  # type: ignore[arg-type]
+    containers: ContainerSettings = Field(default_factory=ContainerSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)  # type: ignore[arg-type]
+    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file (passed as init kwargs by ``load``).
+        return (env_settings, init_settings)
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message says why."""
+
+
+def load(path: Path | None = None, base: dict[str, Any] | None = None) -> Settings:
+    """Load settings: ``base`` (embedded defaults) < YAML file < environment."""
+    data: dict[str, Any] = dict(base or {})
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as e:
+            raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {path} is not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping, not {type(loaded).__name__}")
+        data = _merge(data, loaded)
+    return Settings(**data)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
