@@ -125,8 +125,7 @@ class StorageSettings(_Section):
     )
     pvc_paths: dict[str, str] = Field(
         default_factory=dict,
-        description="PersistentVolumeClaim name (or `namespace/name`) to a path on execute "
-        "points.",
+        description="PersistentVolumeClaim name (or `namespace/name`) to a path on execute points.",
     )
 
 
@@ -145,6 +144,20 @@ class ResourceSettings(_Section):
     default_wall_seconds: int | None = Field(
         None, description="Wall-time limit when a pod sets none; empty means no limit."
     )
+    max_wall_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="Largest wall time (activeDeadlineSeconds or the `wall-time` annotation) "
+        "accepted; empty means no cap.",
+    )
+
+
+class NodeTaint(_Section):
+    key: str = Field(min_length=1, description="Taint key.")
+    value: str = Field("", description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        "NoSchedule", description="Taint effect."
+    )
 
 
 class PolicySettings(_Section):
@@ -160,6 +173,11 @@ class PolicySettings(_Section):
         description="Submit commands pods may set with `htcondor.interlink.eu/submit.<cmd>` "
         "annotations (case-insensitive).",
     )
+    allow_apptainer_options: bool = Field(
+        True,
+        description="Let pods add apptainer options with the `apptainer-options` annotations "
+        "(and the old `htcondor-job.vk.io/singularity-options`); false refuses such pods.",
+    )
     held_grace_seconds: int = Field(
         300, ge=0, description="A held job is reported Failed and removed after this long."
     )
@@ -170,7 +188,19 @@ class PolicySettings(_Section):
         "was never deleted (`leave_in_queue`).",
     )
     instance: str = Field(
-        "default", description="Name tagging this plugin's jobs; several plugins may share a schedd."
+        "default",
+        description="Name tagging this plugin's jobs; several plugins may share a schedd.",
+    )
+    max_pods: int = Field(
+        0,
+        ge=0,
+        description="Pods the virtual node reports as its capacity (ping); 0 reports the pool's "
+        "CPU count (every job takes at least one core).",
+    )
+    node_taints: list[NodeTaint] | None = Field(
+        None,
+        description="Taints the ping asks the virtual node to carry (besides interLink's own "
+        "`virtual-node.interlink/no-schedule`); unset leaves the node's taints alone.",
     )
 
 
@@ -179,12 +209,12 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
-    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
-    schedd: ScheddSettings = Field(default_factory=ScheddSettings)  # type: ignore[arg-type]
-    containers: ContainerSettings = Field(default_factory=ContainerSettings)  # type: ignore[arg-type]
-    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
-    resources: ResourceSettings = Field(default_factory=ResourceSettings)  # type: ignore[arg-type]
-    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    schedd: ScheddSettings = Field(default_factory=ScheddSettings)
+    containers: ContainerSettings = Field(default_factory=ContainerSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    resources: ResourceSettings = Field(default_factory=ResourceSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -226,4 +256,3 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-

@@ -1,0 +1,165 @@
+"""``interlink-htcondor render pod.yaml``: print the job a pod becomes, without submitting.
+
+Shows the submit description, the job spec (``pod.json``) and the sandbox files, from the
+same settings the plugin would use (the running personal pool's embedded defaults, then
+``--config``, then the environment). ConfigMaps, Secrets and projected-volume ConfigMaps
+are given as manifests, as interLink would attach them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from interlink_htcondor import client, settings
+from interlink_htcondor.cli import UsageError
+from interlink_htcondor.jobspec import SPEC_FILE
+from interlink_htcondor.models import parse_create_body, validation_message
+from interlink_htcondor.plan import JobPlan
+
+PARTS = ("submit", "spec", "files")
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.description = "Print the HTCondor job a pod manifest becomes (nothing is submitted)."
+    parser.add_argument("pod", type=Path, help="pod manifest (YAML or JSON)")
+    parser.add_argument("--config", type=Path, help="plugin config file (YAML)")
+    parser.add_argument(
+        "--configmap",
+        type=Path,
+        action="append",
+        default=[],
+        help="ConfigMap manifest(s) the pod uses (repeatable; multi-document files and Lists)",
+    )
+    parser.add_argument(
+        "--secret", type=Path, action="append", default=[], help="Secret manifest(s) (repeatable)"
+    )
+    parser.add_argument(
+        "--projected",
+        type=Path,
+        action="append",
+        default=[],
+        help="projected volume contents as a ConfigMap named after the volume (repeatable)",
+    )
+    parser.add_argument(
+        "--only", choices=PARTS, help="print only the submit description, spec or file list"
+    )
+    parser.add_argument(
+        "--no-pool-defaults",
+        action="store_true",
+        help="ignore the running personal pool's embedded settings",
+    )
+
+
+def load_documents(path: Path) -> list[dict[str, Any]]:
+    """Every object of a YAML/JSON file: several documents and ``kind: List`` unpacked."""
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path} is not valid YAML: {e}") from e
+    out: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise UsageError(f"{path}: expected Kubernetes objects, found {type(doc).__name__}")
+        if doc.get("kind") == "List" or (doc.get("items") is not None and "kind" not in doc):
+            out += [i for i in doc.get("items") or [] if isinstance(i, dict)]
+        else:
+            out.append(doc)
+    return out
+
+
+def load_pod(path: Path) -> dict[str, Any]:
+    """The pod of a manifest, with namespace (``default``) and uid filled in when absent.
+
+    A missing uid becomes a UUID derived from namespace and name, so that the output is
+    the same on every run.
+    """
+    pods = [d for d in load_documents(path) if d.get("kind", "Pod") == "Pod"]
+    if len(pods) != 1:
+        raise UsageError(f"{path}: expected exactly one Pod, found {len(pods)}")
+    pod = pods[0]
+    meta = pod.get("metadata") or {}
+    pod["metadata"] = meta
+    if not meta.get("namespace"):
+        meta["namespace"] = "default"
+    if not meta.get("uid") and meta.get("name"):
+        meta["uid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"pod:{meta['namespace']}/{meta['name']}"))
+    return pod
+
+
+def _settings(args: argparse.Namespace) -> settings.Settings:
+    base: dict[str, Any] | None = None
+    if not args.no_pool_defaults:
+        try:
+            from interlink_htcondor.devpool import embedded_settings, read_info
+
+            info = read_info()
+            base = embedded_settings(info) if info is not None else None
+        except Exception:  # no pool state readable here: plain defaults
+            base = None
+    try:
+        return settings.load(args.config, base)
+    except settings.ConfigError as e:
+        raise UsageError(str(e)) from e
+    except ValidationError as e:
+        raise UsageError(f"invalid settings: {validation_message(e)}") from e
+
+
+def submit_text(plan: JobPlan) -> str:
+    """The submit description as condor_submit would read it."""
+    width = max(len(k) for k in plan.submit)
+    lines = [f"{k.ljust(width)} = {v}" for k, v in plan.submit.items()]
+    return "\n".join([*lines, "queue", ""])
+
+
+def files_text(plan: JobPlan) -> str:
+    rows = [f"{f.mode:04o} {len(f.content):>9} {f.path}" for f in plan.files]
+    if plan.transfer_input:
+        rows.append(f"# spooled with the job: {', '.join(plan.transfer_input)}")
+    return "\n".join([*rows, ""])
+
+
+def run(args: argparse.Namespace, name: str) -> int:
+    from interlink_htcondor.translate import TranslationError, translate
+
+    pod = load_pod(args.pod)
+    configmaps = [d for p in args.configmap for d in load_documents(p)]
+    secrets = [d for p in args.secret for d in load_documents(p)]
+    projected = [d for p in args.projected for d in load_documents(p)]
+    body = {"pod": pod, "container": client.container_data(pod, configmaps, secrets, projected)}
+    try:
+        req = parse_create_body(body)
+    except ValidationError as e:
+        raise UsageError(f"invalid pod: {validation_message(e)}") from e
+    try:
+        plan = translate(req, _settings(args))
+    except TranslationError as e:
+        raise UsageError(f"the plugin would refuse this pod: {e}") from e
+
+    spec = next(f for f in plan.files if f.path == SPEC_FILE)
+    sections = {
+        "submit": submit_text(plan),
+        "spec": json.dumps(json.loads(spec.content), indent=2, ensure_ascii=False) + "\n",
+        "files": files_text(plan),
+    }
+    if args.only:
+        sys.stdout.write(sections[args.only])
+        return 0
+    titles = {
+        "submit": "# Submit description",
+        "spec": f"# Job spec ({SPEC_FILE}, read by the job wrapper)",
+        "files": "# Sandbox files (mode, bytes, path)",
+    }
+    sys.stdout.write("\n".join(f"{titles[p]}\n{sections[p]}" for p in PARTS))
+    return 0

@@ -1,0 +1,590 @@
+"""``PluginCluster``: Dask workers as pods sent straight to an interlink-htcondor plugin.
+
+No Kubernetes: the cluster manager itself plays the virtual kubelet's part. It is a
+``SpecCluster`` (like dask-jobqueue's clusters) with an in-process scheduler; each worker
+is one pod built from the shared ``WorkerTemplate`` and created with ``POST /create``.
+Unlike dask-jobqueue it watches its jobs (one ``/status`` call for all pods per interval),
+so held, failed and never-starting workers are reported with HTCondor's reason, and
+scale-down removes workers that are not working yet before it retires any that are.
+"""
+
+# distributed's SpecCluster/ProcessInterface methods carry no annotations.
+# mypy: disallow-untyped-calls=False
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import importlib.util
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from distributed.core import Status
+from distributed.deploy.spec import ProcessInterface, SpecCluster
+from distributed.scheduler import Scheduler
+
+from interlink_htcondor.client import PluginClient, PluginError
+from interlink_htcondor.dask.podstate import Counts, Observed, Phase, observe, scale_down_order
+from interlink_htcondor.dask.progress import Display, make_display
+from interlink_htcondor.dask.template import WORKER_CONTAINER, WorkerTemplate
+
+logger = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+CLUSTER_LABEL = "dask.org/cluster-name"
+COMPONENT_LABEL = "dask.org/component"
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """A worker that will not arrive (or left), with the plugin's reason."""
+
+    name: str
+    job_id: str
+    reason: str
+    at: float
+    log_tail: str = ""
+
+    def __str__(self) -> str:
+        job = f" (HTCondor job {self.job_id})" if self.job_id else ""
+        tail = f"\n    last log lines:\n      {self.log_tail}" if self.log_tail else ""
+        return f"worker {self.name}{job}: {self.reason}{tail}"
+
+
+class WorkerStartError(RuntimeError):
+    """Requested workers cannot all arrive; the message lists why."""
+
+    def __init__(self, message: str, failures: Sequence[WorkerFailure]) -> None:
+        super().__init__(message + "".join(f"\n  - {f}" for f in failures))
+        self.failures = list(failures)
+
+
+@dataclass
+class PodRecord:
+    """What the cluster knows about one worker pod."""
+
+    name: str
+    pod: Json
+    job_id: str = ""
+    observed: Observed = field(default_factory=lambda: Observed(Phase.SUBMITTING))
+    since: float = field(default_factory=time.monotonic)
+    warned: bool = False
+
+    @property
+    def uid(self) -> str:
+        return str(self.pod["metadata"]["uid"])
+
+    def set(self, observed: Observed) -> None:
+        if observed.phase != self.observed.phase:
+            self.since = time.monotonic()
+            self.warned = False
+        self.observed = observed
+
+    def status_pod(self) -> Json:
+        """The pod as interLink sends it to /status: with the ``JobID`` annotation, so the
+        plugin can tell a lost job from one it has not seen yet."""
+        if not self.job_id:
+            return self.pod
+        meta = dict(self.pod["metadata"])
+        meta["annotations"] = {**meta.get("annotations", {}), "JobID": self.job_id}
+        return {**self.pod, "metadata": meta}
+
+
+class PodBackend:
+    """Talks to the plugin for the cluster and its workers (one httpx client per loop)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        template: WorkerTemplate,
+        namespace: str,
+        labels: dict[str, str],
+        token: str | None,
+        verify: bool | str,
+        max_concurrency: int,
+    ) -> None:
+        self.url = url
+        self.template = template
+        self.namespace = namespace
+        self.labels = labels
+        self._client_args: Json = {"token": token, "verify": verify}
+        self._client: PluginClient | None = None
+        self._max_concurrency = max_concurrency
+        self._sem: asyncio.Semaphore | None = None
+        self.records: dict[str, PodRecord] = {}
+        self.last_error = ""
+
+    @property
+    def client(self) -> PluginClient:
+        if self._client is None:
+            self._client = PluginClient(self.url, **self._client_args)
+        return self._client
+
+    @property
+    def sem(self) -> asyncio.Semaphore:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self._max_concurrency)
+        return self._sem
+
+    def phase(self, name: str) -> Phase:
+        rec = self.records.get(name)
+        return rec.observed.phase if rec else Phase.SUBMITTING
+
+    async def create(self, name: str, scheduler_address: str) -> PodRecord:
+        template = self.template
+        if not template.scheduler_address:
+            template = template.with_options(scheduler_address=scheduler_address)
+        pod = template.pod(name, namespace=self.namespace, labels=self.labels)
+        rec = PodRecord(name, pod)
+        self.records[name] = rec
+        try:
+            async with self.sem:
+                answer = await self.client.create(pod)
+        except PluginError as e:
+            rec.set(Observed(Phase.FAILED, "CreateFailed", e.detail))
+        except httpx.HTTPError as e:
+            rec.set(Observed(Phase.FAILED, "PluginUnreachable", f"{self.url}: {e}"))
+        else:
+            rec.job_id = str(answer.get("PodJID", ""))
+            rec.set(Observed(Phase.PENDING, "Submitted"))
+        return rec
+
+    async def delete(self, rec: PodRecord) -> None:
+        rec.set(Observed(Phase.CLOSING))
+        if not rec.job_id:
+            return  # never created: nothing to remove
+        try:
+            async with self.sem:
+                await self.client.delete(rec.pod)
+        except (PluginError, httpx.HTTPError) as e:
+            # The job may outlive us: say which one, so it can be removed by hand.
+            logger.error("could not delete worker pod %s (job %s): %s", rec.name, rec.job_id, e)
+        if self.records.get(rec.name) is rec:
+            del self.records[rec.name]
+
+    async def poll(self, names: Sequence[str]) -> dict[str, Json] | None:
+        """One /status call for ``names``; ``None`` when the plugin cannot be asked."""
+        recs = [self.records[n] for n in names if n in self.records and self.records[n].job_id]
+        if not recs:
+            return {}
+        try:
+            answer = await self.client.status([r.status_pod() for r in recs])
+        except (PluginError, httpx.HTTPError) as e:
+            self.last_error = f"{self.url}: {e}"
+            return None
+        self.last_error = ""
+        by_uid = {str(e.get("UID")): e for e in answer if isinstance(e, dict)}
+        return {r.name: by_uid[r.uid] for r in recs if r.uid in by_uid}
+
+    async def log_tail(self, rec: PodRecord, lines: int = 15) -> str:
+        if not rec.job_id:
+            return ""
+        try:
+            text = await asyncio.wait_for(
+                self.client.logs(self.namespace, rec.name, rec.uid, WORKER_CONTAINER, Tail=lines),
+                timeout=10,
+            )
+        except (PluginError, httpx.HTTPError, TimeoutError):
+            return ""
+        return "\n      ".join(text.strip().splitlines()[-lines:])
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+class PluginWorker(ProcessInterface):
+    """One Dask worker = one pod = one HTCondor job. ``start`` returns once the plugin
+    has the job; the worker connects to the scheduler when the job runs."""
+
+    def __init__(self, scheduler: str, name: str, backend: PodBackend) -> None:
+        super().__init__(scheduler=scheduler, name=name)
+        self.scheduler = scheduler
+        self.name = name
+        self.backend = backend
+        self.record: PodRecord | None = None
+
+    async def start(self) -> None:
+        self.record = await self.backend.create(self.name, self.scheduler)
+        await super().start()
+
+    async def close(self) -> None:
+        if self.record is not None:
+            await self.backend.delete(self.record)
+        await super().close()
+
+    def __repr__(self) -> str:
+        rec = self.record
+        what = rec.observed.describe() if rec else "not submitted"
+        job = rec.job_id if rec and rec.job_id else "-"
+        return f"<PluginWorker {self.name}: job {job}, {what}>"
+
+
+def _dns_label(text: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label[:40].strip("-") or "dask"
+
+
+def _dashboard_options(address: str | None) -> Json:
+    # The dashboard needs bokeh; without it the scheduler would only log a warning.
+    if importlib.util.find_spec("bokeh") is None:
+        return {"dashboard": False}
+    return {"dashboard_address": address or ":0"}
+
+
+class PluginCluster(SpecCluster):
+    """Dask workers as HTCondor jobs through an interlink-htcondor plugin, no Kubernetes.
+
+    >>> cluster = PluginCluster("http://127.0.0.1:4000", memory="1Gi")
+    >>> cluster.scale(8)
+    >>> cluster.wait_for_workers(8, progress=True)
+    >>> client = cluster.get_client()
+
+    Template options (``image``, ``memory``, ``nthreads``, ``accounting_group``,
+    ``requirements``, ...) may be given directly or as a ``WorkerTemplate``. The scheduler
+    runs in this process on ``scheduler_host:scheduler_port``; when the slots reach it
+    under another address (NAT, a tunnel), give ``scheduler_contact_address``.
+    """
+
+    def __init__(
+        self,
+        plugin_url: str = "http://127.0.0.1:4000",
+        *,
+        n_workers: int = 0,
+        template: WorkerTemplate | None = None,
+        namespace: str = "dask",
+        token: str | None = None,
+        verify: bool | str = True,
+        scheduler_host: str = "127.0.0.1",
+        scheduler_port: int = 0,
+        scheduler_contact_address: str | None = None,
+        dashboard_address: str | None = None,
+        status_interval: float = 2.0,
+        pending_warning: float = 300.0,
+        max_concurrent_requests: int = 32,
+        name: str | None = None,
+        asynchronous: bool = False,
+        loop: Any = None,
+        **template_options: Any,
+    ) -> None:
+        template = template or WorkerTemplate()
+        if template_options:
+            template = template.with_options(**template_options)
+        name = name or f"dask-{uuid.uuid4().hex[:8]}"
+        self._prefix = _dns_label(name)
+        self._status_interval = status_interval
+        self._pending_warning = pending_warning
+        self._monitor_task: asyncio.Task[None] | None = None
+        self.failures: list[WorkerFailure] = []
+        self._backend = PodBackend(
+            plugin_url,
+            template=template,
+            namespace=namespace,
+            labels={CLUSTER_LABEL: self._prefix, COMPONENT_LABEL: "worker"},
+            token=token,
+            verify=verify,
+            max_concurrency=max_concurrent_requests,
+        )
+        scheduler = {
+            "cls": Scheduler,
+            "options": {
+                "host": scheduler_host,
+                "port": scheduler_port,
+                "contact_address": scheduler_contact_address,
+                **_dashboard_options(dashboard_address),
+            },
+        }
+        worker = {"cls": PluginWorker, "options": {"backend": self._backend}}
+        super().__init__(
+            scheduler=scheduler,
+            worker=worker,
+            name=name,
+            asynchronous=asynchronous,
+            loop=loop,
+        )
+        if n_workers:
+            self.scale(n_workers)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def template(self) -> WorkerTemplate:
+        return self._backend.template
+
+    @property
+    def plugin_url(self) -> str:
+        return self._backend.url
+
+    async def _start(self) -> None:
+        await super()._start()
+        if self._monitor_task is None:
+            self._monitor_task = asyncio.create_task(self._monitor())
+
+    async def _close(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+            self._monitor_task = None
+        try:
+            await super()._close()
+        finally:
+            await self._backend.aclose()
+
+    def _new_worker_name(self, worker_number: int) -> str:
+        return f"{self._prefix}-{worker_number}"
+
+    def _threads_per_worker(self) -> int:
+        return self.template.nthreads
+
+    def _memory_per_worker(self) -> int:
+        return self.template.memory_bytes
+
+    # -- scaling ------------------------------------------------------------------------
+
+    def scale(self, n: int = 0, memory: str | None = None, cores: int | None = None) -> Any:
+        """Scale to ``n`` workers. Scaling down removes failed, held, pending and starting
+        workers (newest first) before it gracefully retires connected ones."""
+        if memory is not None:
+            n = max(n, math.ceil(self._parse_bytes(memory) / self._memory_per_worker()))
+        if cores is not None:
+            n = max(n, math.ceil(cores / self._threads_per_worker()))
+        excess = len(self.worker_spec) - n
+        if excess > 0:
+            phases = {name: self._phase(name) for name in self.worker_spec}
+            for name in scale_down_order(phases, list(self.worker_spec))[:excess]:
+                del self.worker_spec[name]
+        return super().scale(n)
+
+    @staticmethod
+    def _parse_bytes(text: str) -> int:
+        from dask.utils import parse_bytes
+
+        return int(parse_bytes(text))
+
+    def _connected(self) -> set[str]:
+        return {str(w.get("name")) for w in self.scheduler_info.get("workers", {}).values()}
+
+    def _phase(self, name: str) -> Phase:
+        if name in self._connected():
+            return Phase.RUNNING
+        return self._backend.phase(name)
+
+    async def _correct_state_internal(self) -> None:
+        # SpecCluster asks the scheduler to retire workers by *address* using their
+        # names, which matches nothing; retire connected ones by name first so their
+        # data moves to the remaining workers before their jobs are removed.
+        to_close = set(self.workers) - set(self.worker_spec)
+        connected = self._connected()
+        retire = sorted(str(n) for n in to_close if n in connected)
+        if retire and self.status == Status.running and self.scheduler_comm is not None:
+            try:
+                await asyncio.wait_for(
+                    self.scheduler_comm.retire_workers(
+                        names=retire, close_workers=True, remove=True
+                    ),
+                    timeout=120,
+                )
+            except (OSError, TimeoutError) as e:
+                logger.warning("graceful retirement of %s failed: %s", retire, e)
+        await super()._correct_state_internal()
+
+    # -- watching the jobs --------------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        while True:
+            try:
+                await self._observe_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watcher must outlive any one bad answer
+                logger.exception("watching worker pods failed")
+            await asyncio.sleep(self._status_interval)
+
+    async def _observe_once(self) -> None:
+        backend = self._backend
+        names = [n for n, r in backend.records.items() if r.observed.phase != Phase.CLOSING]
+        connected = self._connected()
+        # Create failures are known without asking.
+        for n in names:
+            if backend.records[n].observed.phase == Phase.FAILED:
+                await self._handle_end(backend.records[n])
+        names = [n for n in names if n in backend.records and backend.phase(n) != Phase.FAILED]
+        entries = await backend.poll(names)
+        if entries is None:
+            return
+        for n in names:
+            rec = backend.records.get(n)
+            if rec is None or not rec.job_id or rec.observed.phase == Phase.CLOSING:
+                continue
+            rec.set(observe(entries.get(n), connected=n in connected))
+            phase = rec.observed.phase
+            if phase == Phase.FAILED:
+                await self._handle_end(rec)
+            elif phase == Phase.HELD and not rec.warned:
+                rec.warned = True
+                self._log(
+                    f"worker {n} (HTCondor job {rec.job_id}) is held: {rec.observed.describe()}"
+                )
+            elif (
+                phase == Phase.PENDING
+                and not rec.warned
+                and time.monotonic() - rec.since > self._pending_warning
+            ):
+                rec.warned = True
+                self._log(
+                    f"worker {n} (HTCondor job {rec.job_id}) still pending after "
+                    f"{time.monotonic() - rec.since:.0f}s: {rec.observed.describe()}"
+                )
+
+    async def _handle_end(self, rec: PodRecord) -> None:
+        """A worker's job ended: record why (unless it ended cleanly) and drop it from the
+        spec so that ``scale``/``adapt`` can replace it; its pod is deleted."""
+        obs = rec.observed
+        clean = obs.exit_code == 0 and obs.reason in ("Completed", "")
+        if clean:
+            logger.info("worker %s (job %s) finished", rec.name, rec.job_id)
+        else:
+            failure = WorkerFailure(
+                rec.name, rec.job_id, obs.describe(), time.time(), await self._backend.log_tail(rec)
+            )
+            self.failures.append(failure)
+            self._log(f"worker failed: {failure}")
+            logger.warning("%s", failure)
+        rec.set(Observed(Phase.CLOSING, obs.reason, obs.message, obs.exit_code))
+        # SpecCluster then closes the worker, which deletes its pod (and job).
+        self.worker_spec.pop(rec.name, None)
+        await self._correct_state()
+
+    # -- what the user sees -------------------------------------------------------------
+
+    def counts(self) -> Counts:
+        phases = [self._phase(n) for n in list(self.worker_spec)]
+        return Counts.of(phases, failed=len(self.failures), requested=len(self.worker_spec))
+
+    def notes(self) -> list[str]:
+        """Held and long-pending workers with their reason, the latest failures, and a
+        plugin that does not answer."""
+        out = []
+        for rec in list(self._backend.records.values()):
+            if rec.observed.phase == Phase.HELD or (
+                rec.observed.phase == Phase.PENDING and rec.warned
+            ):
+                out.append(f"{rec.name} {rec.observed.phase}: {rec.observed.describe()}")
+        out += [str(f).split("\n")[0] for f in self.failures[-5:]]
+        if self._backend.last_error:
+            out.append(f"plugin not answering: {self._backend.last_error}")
+        return out
+
+    def __repr__(self) -> str:
+        base = str(super().__repr__())
+        return base[:-1] + f", {self.counts().text()})"
+
+    def _pods_html(self) -> str:
+        rows = []
+        for name in list(self.worker_spec):
+            rec = self._backend.records.get(name)
+            phase = self._phase(name)
+            reason = rec.observed.describe() if rec and phase != Phase.RUNNING else ""
+            job = rec.job_id if rec else ""
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td>{html.escape(job)}</td>"
+                f"<td>{phase}</td><td>{html.escape(reason)}</td></tr>"
+            )
+        for f in self.failures[-10:]:
+            rows.append(
+                f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.job_id)}</td>"
+                f"<td>failed</td><td>{html.escape(f.reason)}</td></tr>"
+            )
+        from interlink_htcondor.dask.progress import counts_html
+
+        table = (
+            "<details><summary>Worker pods</summary><table><tr><th>worker</th>"
+            "<th>HTCondor job</th><th>phase</th><th>reason</th></tr>"
+            + "".join(rows)
+            + "</table></details>"
+        )
+        return counts_html(self.counts(), self.notes(), "HTCondor workers") + table
+
+    def _repr_html_(self, cluster_status: str | None = None) -> str:
+        status = self._pods_html() + (cluster_status or "")
+        return str(super()._repr_html_(cluster_status=status))
+
+    def _scaling_status(self) -> str:
+        return str(super()._scaling_status()) + self._pods_html()
+
+    # -- waiting for workers --------------------------------------------------------------
+
+    def wait_for_workers(
+        self,
+        n_workers: int,
+        timeout: float | None = None,
+        *,
+        progress: bool | Display = False,
+    ) -> Any:
+        """Block until ``n_workers`` are connected, showing arrivals when ``progress``.
+
+        Raises ``WorkerStartError`` as soon as failures make ``n_workers`` unreachable
+        (with each failed job's reason), and a timeout error listing held and pending
+        workers' reasons when ``timeout`` passes.
+        """
+        if not isinstance(n_workers, int) or n_workers < 1:
+            raise ValueError(f"n_workers must be a positive integer, not {n_workers!r}")
+        if self.asynchronous:
+            return self._await_workers(n_workers, timeout, make_display(progress))
+        display = make_display(progress)
+        start_failures = len(self.failures)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                done = self._check_arrival(n_workers, start_failures, deadline, display)
+                if done:
+                    return None
+                time.sleep(0.25)
+        finally:
+            display.close()
+
+    async def _await_workers(self, n_workers: int, timeout: float | None, display: Display) -> None:
+        start_failures = len(self.failures)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._check_arrival(n_workers, start_failures, deadline, display):
+                await asyncio.sleep(0.25)
+        finally:
+            display.close()
+
+    def _check_arrival(
+        self, n: int, start_failures: int, deadline: float | None, display: Display
+    ) -> bool:
+        counts = self.counts()
+        display.update(counts, self.notes())
+        # The in-process scheduler's own view: scheduler_info keeps a worker's status
+        # from when it joined (often "init").
+        running = sum(
+            1 for ws in list(self.scheduler.workers.values()) if ws.status == Status.running
+        )
+        if running >= n:
+            return True
+        new_failures = self.failures[start_failures:]
+        if new_failures and len(self.worker_spec) < n:
+            raise WorkerStartError(
+                f"{n} workers were requested but {len(new_failures)} failed "
+                f"({counts.text()}); call scale() again to replace them",
+                new_failures,
+            )
+        if deadline is not None and time.monotonic() > deadline:
+            notes = "".join(f"\n  - {x}" for x in self.notes())
+            raise TimeoutError(
+                f"only {running} of {n} workers connected in time ({counts.text()}){notes}"
+            )
+        return False

@@ -1,0 +1,206 @@
+"""``VirtualNodeCluster``: the dask-kubernetes operator, with workers on the interLink node.
+
+The scheduler runs as an ordinary pod in the Kubernetes cluster; worker pods are built
+from the shared ``WorkerTemplate`` and land on the virtual node, i.e. become HTCondor
+jobs. Two things differ from a plain ``KubeCluster``:
+
+* The workers must reach the scheduler from a grid slot, so the cluster refuses to start
+  without a reachable ``DASK_SCHEDULER_ADDRESS`` (or interLink's pod VPN). See
+  ``docs/physicist.md`` for the options.
+* Scale-down cancels pending workers first. The operator only retires workers the
+  scheduler knows, so an idle HTCondor job (a Pending pod) would outlive running workers.
+  ``VirtualNodeCluster`` deletes the Deployments of unconnected workers itself before it
+  lowers the replica count, leaving the operator nothing (or only the rest) to retire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kr8s
+from dask_kubernetes.operator import KubeCluster, make_cluster_spec
+from dask_kubernetes.operator._objects import DaskWorkerGroup
+from kr8s.asyncio.objects import Deployment
+
+from interlink_htcondor.dask import crd
+from interlink_htcondor.dask.template import WorkerTemplate
+
+Json = dict[str, Any]
+
+SCHEDULER_PORT = 8786
+REACHABILITY_HELP = (
+    "worker pods on the virtual node run on grid slots, outside the Kubernetes network: "
+    "give scheduler_address= an address they can reach (a NodePort or LoadBalancer "
+    "Service, e.g. tcp://<node>:<nodePort>, or a TLS ingress with SNI, "
+    "tls://<host>:443), or set pod_vpn=True to use interLink's pod VPN"
+)
+
+
+def make_virtual_node_cluster_spec(
+    name: str,
+    template: WorkerTemplate,
+    *,
+    n_workers: int = 0,
+    scheduler_image: str | None = None,
+    scheduler_service_type: str = "NodePort",
+    scheduler_node_port: int | None = None,
+    scheduler_resources: Mapping[str, Mapping[str, str]] | None = None,
+    idle_timeout: int = 0,
+) -> Json:
+    """A ``DaskCluster`` resource whose workers are ``template`` pods on the virtual node.
+
+    The scheduler part comes from the operator's own ``make_cluster_spec``;
+    ``scheduler_node_port`` pins the scheduler Service's NodePort so that the workers'
+    address can be known before the Service exists.
+    """
+    if n_workers < 0:
+        raise ValueError("n_workers must be >= 0")
+    base = make_cluster_spec(
+        name=name,
+        image=scheduler_image or template.image,
+        n_workers=n_workers,
+        resources=dict(scheduler_resources) if scheduler_resources else None,
+        scheduler_service_type=scheduler_service_type,
+        idle_timeout=idle_timeout,
+    )
+    scheduler = base["spec"]["scheduler"]
+    container = scheduler["spec"]["containers"][0]
+    for key in ("env", "resources"):  # the operator's helper writes explicit nulls
+        if container.get(key) is None:
+            container.pop(key, None)
+    if scheduler_node_port is not None:
+        if scheduler_service_type not in ("NodePort", "LoadBalancer"):
+            raise ValueError("scheduler_node_port needs a NodePort or LoadBalancer Service")
+        for port in scheduler["service"]["ports"]:
+            if port["name"] == "tcp-comm":
+                port["nodePort"] = scheduler_node_port
+    worker: Json = {"replicas": n_workers, "spec": template.pod_spec()}
+    meta = {"annotations": template.pod_annotations(), "labels": dict(template.labels)}
+    meta = {k: v for k, v in meta.items() if v}
+    if meta:
+        worker["metadata"] = meta
+    base["spec"]["worker"] = worker
+    return crd.validate(base)
+
+
+# -- pending-first scale-down (pure; tested on objects the operator itself generates) --
+
+
+@dataclass(frozen=True)
+class ScaleDownPlan:
+    """``cancel``: Deployments to delete before lowering replicas to ``replicas``;
+    ``retire``: how many connected workers the operator will still retire gracefully."""
+
+    cancel: list[str]
+    replicas: int
+    retire: int
+
+
+def _worker_name(pod: Json) -> str | None:
+    for container in pod.get("spec", {}).get("containers", []):
+        for env in container.get("env") or []:
+            if env.get("name") == "DASK_WORKER_NAME":
+                return str(env.get("value"))
+    return None
+
+
+def _cancel_rank(phase: str | None) -> int:
+    # Dead first, then never-scheduled, then idle jobs, then started-but-unconnected.
+    return {"Failed": 0, "Unknown": 0, "Succeeded": 0, None: 1, "Pending": 2}.get(phase, 3)
+
+
+def plan_scale_down(
+    deployments: Iterable[Json], pods: Iterable[Json], connected: Iterable[str], n: int
+) -> ScaleDownPlan:
+    """Which worker Deployments to cancel so that scaling to ``n`` removes unconnected
+    workers (pending HTCondor jobs) before the operator retires any connected one."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    deps = list(deployments)
+    current = len(deps)
+    connected_names = set(connected)
+    phase_of: dict[str, str | None] = {}
+    for pod in pods:
+        name = _worker_name(pod)
+        if name is not None:
+            phase_of[name] = pod.get("status", {}).get("phase")
+    candidates = [d for d in deps if d["metadata"]["name"] not in connected_names]
+    # newest first inside each rank: the last requested is the least likely to start soon
+    candidates.sort(key=lambda d: d["metadata"].get("creationTimestamp") or "", reverse=True)
+    candidates.sort(key=lambda d: _cancel_rank(phase_of.get(d["metadata"]["name"])))
+    excess = max(current - n, 0)
+    cancel = [d["metadata"]["name"] for d in candidates[:excess]]
+    return ScaleDownPlan(cancel=cancel, replicas=n, retire=excess - len(cancel))
+
+
+class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
+    """A dask-kubernetes operator cluster whose workers run as HTCondor jobs.
+
+    >>> cluster = VirtualNodeCluster(
+    ...     name="zpeak", scheduler_address="tcp://k8s-node.example.org:30786",
+    ...     scheduler_node_port=30786, template=WorkerTemplate(memory="4Gi"))
+    >>> cluster.scale(16)
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        template: WorkerTemplate | None = None,
+        n_workers: int = 0,
+        scheduler_address: str | None = None,
+        pod_vpn: bool = False,
+        scheduler_service_type: str = "NodePort",
+        scheduler_node_port: int | None = None,
+        scheduler_image: str | None = None,
+        idle_timeout: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        template = template or WorkerTemplate()
+        if scheduler_address:
+            template = template.with_options(scheduler_address=scheduler_address)
+        if pod_vpn:
+            template = template.with_options(pod_vpn=True)
+        if not template.scheduler_address and not template.pod_vpn:
+            raise ValueError(REACHABILITY_HELP)
+        self.template = template
+        spec = make_virtual_node_cluster_spec(
+            name,
+            template,
+            n_workers=n_workers,
+            scheduler_image=scheduler_image,
+            scheduler_service_type=scheduler_service_type,
+            scheduler_node_port=scheduler_node_port,
+            idle_timeout=idle_timeout,
+        )
+        super().__init__(custom_cluster_spec=spec, **kwargs)
+
+    async def _scale(self, n: int, worker_group: str = "default") -> None:
+        wg = await DaskWorkerGroup(f"{self.name}-{worker_group}", namespace=self.namespace)
+        deployments = [d.raw for d in await wg.deployments()]
+        if n < len(deployments):
+            pods = [p.raw for p in await wg.pods()]
+            info = await self.scheduler_comm.identity()
+            connected = [str(w.get("name")) for w in info.get("workers", {}).values()]
+            plan = plan_scale_down(deployments, pods, connected, n)
+            await self._cancel(plan.cancel)
+        await super()._scale(n, worker_group)
+
+    async def _cancel(self, names: list[str], timeout: float = 60.0) -> None:
+        """Delete worker Deployments and wait until they are gone, so the operator's
+        replica reconciliation no longer counts them."""
+        objs = [await Deployment(n, namespace=self.namespace) for n in names]
+        for obj in objs:
+            with contextlib.suppress(kr8s.NotFoundError):
+                await obj.delete()
+        deadline = time.monotonic() + timeout
+        for obj in objs:
+            while await obj.exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker Deployment {obj.name} was not deleted")
+                await asyncio.sleep(0.5)

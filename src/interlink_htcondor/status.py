@@ -1,0 +1,490 @@
+"""Job ClassAd -> interLink pod status: a pure mapping, no I/O.
+
+The virtual kubelet decides a pod's phase from the container states we return, so the
+rules here are what makes a pod Pending, Running, Succeeded or Failed in Kubernetes:
+
+- every known pod gets one entry per container and per init container (an empty list
+  would read as "0 of 0 terminated", i.e. Succeeded);
+- a terminal answer is final (interLink caches it), so it must carry the right exit codes;
+- when an init container fails, every container that did not run is reported terminated,
+  otherwise the pod would stay Pending for ever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from interlink_htcondor import attrs
+
+# HTCondor JobStatus codes.
+IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
+STATE_NAMES = {
+    IDLE: "idle",
+    RUNNING: "running",
+    REMOVED: "removed",
+    COMPLETED: "completed",
+    HELD: "held",
+    TRANSFERRING_OUTPUT: "transferring_output",
+    SUSPENDED: "suspended",
+}
+
+# Per-container chirp attributes are projected up to this many containers of each kind;
+# containers beyond it are reported from the job's own state.
+MAX_TRACKED_CONTAINERS = 32
+
+# Exit codes for containers the job ended without them reporting one themselves.
+EXIT_KILLED = 137  # like a container killed by the kubelet (128 + SIGKILL)
+EXIT_FAILED = 1
+
+# Attributes the status mapping reads (the snapshot query projects exactly these).
+JOB_ATTRS: tuple[str, ...] = (
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    "EnteredCurrentStatus",
+    "QDate",
+    "JobStartDate",
+    "JobCurrentStartDate",
+    "CompletionDate",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "HoldReason",
+    "HoldReasonCode",
+    "RemoveReason",
+    "LastRejMatchReason",
+    "NumJobStarts",
+    "JobUniverse",
+    "SingularityImage",
+    attrs.POD_UID,
+    attrs.POD_NAME,
+    attrs.POD_NAMESPACE,
+    attrs.CONTAINERS,
+    attrs.INIT_CONTAINERS,
+    attrs.IMAGES,
+    attrs.SANDBOX,
+    attrs.PLUGIN,
+)
+STATE_ATTRS: tuple[str, ...] = tuple(
+    attrs.state_attr(kind, i) for kind in ("init", "app") for i in range(MAX_TRACKED_CONTAINERS)
+)
+PROJECTION: tuple[str, ...] = JOB_ATTRS + STATE_ATTRS
+
+Json = dict[str, Any]
+Kind = Literal["init", "app"]
+
+
+@dataclass(frozen=True)
+class PodRef:
+    """What /status knows about a pod from the request itself."""
+
+    uid: str
+    name: str
+    namespace: str
+    job_id: str = ""  # the ``JobID`` annotation interLink sets from our PodJID
+    init_containers: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    images: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodRef:
+        """Build from core/v1 Pod JSON; tolerant of nulls and missing parts."""
+        meta = _mapping(pod.get("metadata"))
+        spec = _mapping(pod.get("spec"))
+        annotations = _mapping(meta.get("annotations"))
+        images: dict[str, str] = {}
+        names: dict[Kind, list[str]] = {"init": [], "app": []}
+        for kind, key in (("init", "initContainers"), ("app", "containers")):
+            for c in spec.get(key) or []:
+                if isinstance(c, Mapping) and isinstance(c.get("name"), str):
+                    names[kind].append(c["name"])  # type: ignore[index]
+                    if isinstance(c.get("image"), str):
+                        images[c["name"]] = c["image"]
+        job_id = annotations.get("JobID")
+        return cls(
+            uid=str(meta.get("uid") or ""),
+            name=str(meta.get("name") or ""),
+            namespace=str(meta.get("namespace") or ""),
+            job_id=job_id if isinstance(job_id, str) else "",
+            init_containers=tuple(names["init"]),
+            containers=tuple(names["app"]),
+            images=images,
+        )
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A container's state as the wrapper wrote it to ``status.json``."""
+
+    state: attrs.ContainerState
+    message: str = ""
+    restart_count: int = 0
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """The pod status, plus a removal the caller should perform (held past its grace)."""
+
+    status: Json
+    remove_reason: str | None = None
+    terminal: bool = False
+
+
+def rfc3339(ts: float | int | None) -> str | None:
+    """Unix seconds -> RFC 3339 UTC (Kubernetes' metav1.Time form); None when unknown."""
+    if not ts or ts <= 0:
+        return None
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+CONTAINER_UNIVERSE = 14
+
+
+def runs_wrapper(ad: Mapping[str, Any]) -> bool:
+    """Whether the job runs the job wrapper (CRI logs, chirped states), rather than one
+    container run by HTCondor itself (container universe or +SingularityImage)."""
+    return ad.get("JobUniverse") != CONTAINER_UNIVERSE and not ad.get("SingularityImage")
+
+
+def job_id(ad: Mapping[str, Any]) -> str:
+    return f"{_int(ad, 'ClusterId')}.{_int(ad, 'ProcId')}"
+
+
+def pod_status(
+    pod: PodRef,
+    ad: Mapping[str, Any] | None,
+    *,
+    now: float,
+    held_grace_seconds: int,
+    file_states: Mapping[str, FileState] | None = None,
+    diagnosis: str | None = None,
+) -> StatusResult | None:
+    """Map a job ad to the pod's status.
+
+    ``ad`` is the job's ClassAd as a plain mapping (queue or history), None if the job is
+    gone from both. ``file_states`` are final states by container name from the job's
+    ``status.json`` (used where chirped attributes are missing). ``diagnosis`` explains an
+    idle job that can never match. Returns None for a pod never seen (left out).
+    """
+    if ad is None:
+        if not pod.job_id:
+            return None
+        return _lost(pod)
+    init_names = _names(ad.get(attrs.INIT_CONTAINERS), pod.init_containers)
+    app_names = _names(ad.get(attrs.CONTAINERS), pod.containers)
+    images = _images(ad.get(attrs.IMAGES), init_names + app_names)
+    jid = job_id(ad)
+    status = _int(ad, "JobStatus")
+    view = _JobView(ad, jid, now, file_states or {})
+
+    remove_reason: str | None = None
+    states: dict[Kind, list[_State]]
+    if status == IDLE:
+        states = _all(_idle_waiting(ad, jid, diagnosis), init_names, app_names)
+    elif status in (RUNNING, SUSPENDED, TRANSFERRING_OUTPUT):
+        states = view.live_states(init_names, app_names)
+    elif status == HELD:
+        held_for = now - _int(ad, attrs.HELD_SINCE, int(now))
+        reason = _str(ad, "HoldReason") or "no reason given"
+        if held_for >= held_grace_seconds:
+            remove_reason = f"held for more than {held_grace_seconds} s: {reason}"
+            end = _Terminated(EXIT_FAILED, "JobHeld", f"HTCondor job {jid} was {remove_reason}")
+            states = view.final_states(init_names, app_names, end)
+        else:
+            message = (
+                f"HTCondor job {jid} is held: {reason} (the pod fails if still held "
+                f"{held_grace_seconds} s after the hold)"
+            )
+            states = view.held_states(init_names, app_names, _Waiting("JobHeld", message))
+    elif status == REMOVED:
+        why = _str(ad, "RemoveReason") or "no reason given"
+        end = _Terminated(EXIT_KILLED, "JobRemoved", f"HTCondor job {jid} was removed: {why}")
+        states = view.final_states(init_names, app_names, end)
+    elif status == COMPLETED:
+        states = view.final_states(init_names, app_names, _job_exit(ad, jid))
+    else:
+        waiting = _Waiting("Unknown", f"HTCondor job {jid} has unknown JobStatus {status}")
+        states = _all(waiting, init_names, app_names)
+
+    _apply_init_failure(states, init_names, app_names)
+    init_list = [
+        _render(n, images, pod, s, "init", view.restarts(n))
+        for n, s in zip(init_names, states["init"], strict=True)
+    ]
+    app_list = [
+        _render(n, images, pod, s, "app", view.restarts(n))
+        for n, s in zip(app_names, states["app"], strict=True)
+    ]
+    terminal = all(isinstance(s, _Terminated) for s in states["app"]) and bool(app_list)
+    return StatusResult(
+        status={
+            "name": pod.name or _str(ad, attrs.POD_NAME),
+            "UID": pod.uid or _str(ad, attrs.POD_UID),
+            "namespace": pod.namespace or _str(ad, attrs.POD_NAMESPACE),
+            "JID": jid,
+            "containers": app_list,
+            "initContainers": init_list,
+        },
+        remove_reason=remove_reason,
+        terminal=terminal,
+    )
+
+
+# --- internal state model -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class _Running:
+    started: int = 0
+
+
+@dataclass(frozen=True)
+class _Terminated:
+    exit_code: int
+    reason: str = ""
+    message: str = ""
+    started: int = 0
+    finished: int = 0
+
+
+_State = _Waiting | _Running | _Terminated
+
+
+class _JobView:
+    """Per-container states of one job from its chirped attributes and status.json."""
+
+    def __init__(
+        self,
+        ad: Mapping[str, Any],
+        jid: str,
+        now: float,
+        file_states: Mapping[str, FileState],
+    ) -> None:
+        self.ad = ad
+        self.jid = jid
+        self.now = now
+        self.file_states = file_states
+        self.job_started = _int(ad, "JobCurrentStartDate") or _int(ad, "JobStartDate")
+
+    def reported(self, kind: Kind, index: int, name: str) -> FileState | None:
+        raw = self.ad.get(attrs.state_attr(kind, index))
+        chirped = attrs.decode_state(raw) if isinstance(raw, str) else None
+        from_file = self.file_states.get(name)
+        if from_file is not None:
+            # status.json is written after each chirp, so it wins over a stale attribute;
+            # it also carries the message the one-token chirp encoding cannot.
+            return from_file
+        return None if chirped is None else FileState(chirped)
+
+    def _from_report(self, rep: FileState) -> _State:
+        s = rep.state
+        if s.state == "terminated":
+            reason = s.reason or ("Completed" if s.exit_code == 0 else "Error")
+            return _Terminated(s.exit_code, reason, rep.message, s.started, s.finished)
+        if s.state == "running":
+            return _Running(s.started or self.job_started)
+        return _Waiting(s.reason or "ContainerCreating", rep.message)
+
+    def restarts(self, name: str) -> int:
+        f = self.file_states.get(name)
+        return f.restart_count if f is not None else 0
+
+    def live_states(self, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
+        starting = _Waiting("ContainerCreating", f"HTCondor job {self.jid} is starting")
+        out: dict[Kind, list[_State]] = {"init": [], "app": []}
+        for kind, names in (("init", init), ("app", app)):
+            for i, name in enumerate(names):
+                rep = self.reported(kind, i, name)  # type: ignore[arg-type]
+                out[kind].append(starting if rep is None else self._from_report(rep))  # type: ignore[index]
+        return out
+
+    def held_states(
+        self, init: Sequence[str], app: Sequence[str], waiting: _Waiting
+    ) -> dict[Kind, list[_State]]:
+        """Finished containers keep their result; the others wait on the hold."""
+        out = self.live_states(init, app)
+        for states in out.values():
+            for i, s in enumerate(states):
+                if not isinstance(s, _Terminated):
+                    states[i] = waiting
+        return out
+
+    def final_states(
+        self, init: Sequence[str], app: Sequence[str], end: _Terminated
+    ) -> dict[Kind, list[_State]]:
+        """The job is over: every container is terminated, from its own report if any."""
+        finished = (
+            _int(self.ad, "CompletionDate") or _int(self.ad, attrs.HELD_SINCE) or int(self.now)
+        )
+        out = self.live_states(init, app)
+        for states in out.values():
+            for i, s in enumerate(states):
+                if isinstance(s, _Terminated):
+                    continue
+                started = s.started if isinstance(s, _Running) else 0
+                states[i] = _Terminated(
+                    end.exit_code,
+                    end.reason,
+                    end.message,
+                    started or (self.job_started if isinstance(s, _Running) else 0),
+                    finished,
+                )
+        return out
+
+
+def _all(s: _State, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
+    return {"init": [s] * len(init), "app": [s] * len(app)}
+
+
+def _job_exit(ad: Mapping[str, Any], jid: str) -> _Terminated:
+    """Result for containers that reported nothing, from the job's own exit."""
+    if ad.get("ExitBySignal") is True:
+        sig = _int(ad, "ExitSignal")
+        return _Terminated(128 + sig, "Error", f"HTCondor job {jid} was killed by signal {sig}")
+    code = _int(ad, "ExitCode")
+    note = f"exit code of HTCondor job {jid} (the container reported no state of its own)"
+    return _Terminated(code, "Completed" if code == 0 else "Error", note)
+
+
+def _idle_waiting(ad: Mapping[str, Any], jid: str, diagnosis: str | None) -> _Waiting:
+    if diagnosis:
+        return _Waiting("Unschedulable", f"HTCondor job {jid} cannot run: {diagnosis}")
+    starts = _int(ad, "NumJobStarts")
+    rejected = _str(ad, "LastRejMatchReason")
+    if starts > 0:
+        msg = f"HTCondor job {jid} is idle again after {starts} start(s), waiting for a slot"
+    else:
+        msg = f"HTCondor job {jid} is idle, waiting for a slot"
+    if rejected:
+        msg += f" (last match attempt: {rejected})"
+    return _Waiting("Pending", msg)
+
+
+def _apply_init_failure(
+    states: dict[Kind, list[_State]], init: Sequence[str], app: Sequence[str]
+) -> None:
+    """Fail fast: after a failed init container nothing else runs, and says so."""
+    failed = next(
+        (
+            (name, s)
+            for name, s in zip(init, states["init"], strict=True)
+            if isinstance(s, _Terminated) and s.exit_code != 0
+        ),
+        None,
+    )
+    if failed is None:
+        return
+    name, s = failed
+    # As the job wrapper reports them itself (exit 1, reason InitContainerFailed).
+    skipped = _Terminated(
+        EXIT_FAILED,
+        "InitContainerFailed",
+        f"not started: init container {name!r} failed with exit code {s.exit_code}",
+        0,
+        s.finished,
+    )
+    for kind in states:
+        states[kind] = [x if isinstance(x, _Terminated) else skipped for x in states[kind]]
+
+
+def _lost(pod: PodRef) -> StatusResult:
+    message = (
+        f"HTCondor job {pod.job_id} of this pod is gone from the schedd's queue and history; "
+        "its outcome is unknown"
+    )
+    end = _Terminated(EXIT_FAILED, "JobLost", message)
+    init = [_render(n, pod.images, pod, end, "init") for n in pod.init_containers]
+    app = [_render(n, pod.images, pod, end, "app") for n in pod.containers]
+    return StatusResult(
+        status={
+            "name": pod.name,
+            "UID": pod.uid,
+            "namespace": pod.namespace,
+            "JID": pod.job_id,
+            "containers": app,
+            "initContainers": init,
+        },
+        terminal=True,
+    )
+
+
+def _render(
+    name: str,
+    images: Mapping[str, str],
+    pod: PodRef,
+    s: _State,
+    kind: Kind,
+    restarts: int = 0,
+) -> Json:
+    state: Json
+    if isinstance(s, _Waiting):
+        state = {"waiting": _drop_empty({"reason": s.reason, "message": s.message})}
+    elif isinstance(s, _Running):
+        state = {"running": _drop_empty({"startedAt": rfc3339(s.started)})}
+    else:
+        state = {
+            "terminated": _drop_empty(
+                {
+                    "exitCode": s.exit_code,
+                    "reason": s.reason,
+                    "message": s.message,
+                    "startedAt": rfc3339(s.started),
+                    "finishedAt": rfc3339(s.finished),
+                }
+            )
+        }
+    running = isinstance(s, _Running)
+    return {
+        "name": name,
+        "state": state,
+        "ready": running and kind == "app",
+        "started": running,
+        "restartCount": restarts,
+        "image": pod.images.get(name) or images.get(name, ""),
+        "imageID": images.get(name, ""),
+    }
+
+
+def _drop_empty(d: Json) -> Json:
+    return {k: v for k, v in d.items() if (v is not None and v != "") or k == "exitCode"}
+
+
+def _names(value: Any, fallback: Sequence[str]) -> list[str]:
+    if isinstance(value, str) and value:
+        return value.split(",")
+    if isinstance(value, str):
+        return []
+    return list(fallback)
+
+
+def _images(value: Any, names: Sequence[str]) -> dict[str, str]:
+    if not isinstance(value, str) or not value:
+        return {}
+    return dict(zip(names, value.split(","), strict=False))
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _int(ad: Mapping[str, Any], key: str, default: int = 0) -> int:
+    v = ad.get(key)
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int | float):
+        return int(v)
+    return default
+
+
+def _str(ad: Mapping[str, Any], key: str) -> str:
+    v = ad.get(key)
+    return v if isinstance(v, str) else ""

@@ -1,0 +1,85 @@
+"""One pod container -> ``ContainerSpec`` (image, argv, env, mounts, limits, hooks).
+
+Kubelet semantics: no ``command`` runs the image's entrypoint/runscript with ``args``
+(mode "run"); otherwise ``command + args`` is executed (mode "exec"). Both expand
+``$(VAR)`` against the container's environment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from interlink_htcondor.jobspec import ContainerSpec, ExecAction
+from interlink_htcondor.models import Container
+from interlink_htcondor.settings import ImageRule
+from interlink_htcondor.translate.context import PodContext
+from interlink_htcondor.translate.envvars import check_value, container_env, expand_argv
+from interlink_htcondor.translate.errors import TranslationError
+from interlink_htcondor.translate.images import resolve
+from interlink_htcondor.translate.resources import GPU_RESOURCES
+from interlink_htcondor.translate.volumes import VolumePlan, container_mounts
+
+INIT = "init container"
+APP = "container"
+
+
+def _pre_stop(c: Container, where: str) -> ExecAction | None:
+    if c.lifecycle is None:
+        return None
+    if c.lifecycle.post_start is not None:
+        raise TranslationError(f"{where}: postStart hooks are not supported")
+    hook = c.lifecycle.pre_stop
+    if hook is None:
+        return None
+    if hook.exec is None or hook.http_get or hook.tcp_socket or hook.sleep:
+        raise TranslationError(f"{where}: only exec preStop hooks are supported")
+    if not hook.exec.command:
+        raise TranslationError(f"{where}: preStop exec needs a command")
+    for i, a in enumerate(hook.exec.command):
+        check_value(a, f"{where}: preStop command[{i}]")
+    return ExecAction(argv=list(hook.exec.command))
+
+
+def build_container(
+    ctx: PodContext,
+    c: Container,
+    kind: str,
+    volumes: VolumePlan,
+    image_rules: Sequence[ImageRule],
+    apptainer_args: Sequence[str],
+) -> ContainerSpec:
+    where = f"{kind} {c.name!r}"
+    if kind == INIT and c.restart_policy == "Always":
+        raise TranslationError(
+            f"{where}: sidecar init containers (restartPolicy Always) are not supported"
+        )
+    image = resolve(c.image, image_rules, where)
+    env = container_env(ctx, c, kind)
+    env_map = dict(env)
+    if c.command:
+        mode = "exec"
+        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args")
+    else:
+        mode = "run"
+        argv = expand_argv(list(c.args), env_map, f"{where}: args")
+    if c.working_dir:
+        check_value(c.working_dir, f"{where}: workingDir")
+        if not c.working_dir.startswith("/") or "\n" in c.working_dir:
+            raise TranslationError(f"{where}: workingDir {c.working_dir!r} must be absolute")
+    res = ctx.resources[c.name]
+    extra = list(apptainer_args)
+    gpu_flag = GPU_RESOURCES.get(res.gpu_resource) if res.gpus else None
+    if gpu_flag and gpu_flag not in extra:
+        extra.append(gpu_flag)
+    return ContainerSpec(
+        name=c.name,
+        image=image,
+        mode=mode,
+        argv=argv,
+        working_dir=c.working_dir or None,
+        env=env,
+        mounts=container_mounts(c, kind, volumes, env_map),
+        memory_limit_bytes=res.memory_limit,
+        pre_stop=_pre_stop(c, where),
+        apptainer_args=extra,
+    )

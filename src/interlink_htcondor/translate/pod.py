@@ -1,0 +1,170 @@
+"""``translate``: one create request -> the JobPlan the schedd gateway submits. Pure."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from interlink_htcondor.jobspec import (
+    SPEC_FILE,
+    WRAPPER_FILE,
+    ApptainerSpec,
+    ContainerSpec,
+    JobSpec,
+    PodIdentity,
+)
+from interlink_htcondor.models import CreateRequest
+from interlink_htcondor.plan import JobPlan, SandboxFile
+from interlink_htcondor.settings import Settings
+from interlink_htcondor.translate import submit as sd
+from interlink_htcondor.translate.annotations import PodOptions, parse_annotations
+from interlink_htcondor.translate.containers import APP, INIT, build_container
+from interlink_htcondor.translate.context import PodContext, collect
+from interlink_htcondor.translate.errors import TranslationError
+from interlink_htcondor.translate.paths import check_dns_label, sandbox_name
+from interlink_htcondor.translate.resources import container_resources, pod_resources
+from interlink_htcondor.translate.volumes import build_volumes
+from interlink_htcondor.translate.wrapper import wrapper_file
+
+DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
+
+
+def sandbox_dir(settings: Settings, namespace: str, name: str, uid: str) -> Path:
+    """``<storage.shared_dir>/<namespace>_<name>_<uid>``; raises TranslationError for
+    identities that are not DNS names / UUID-like (nothing may escape ``shared_dir``)."""
+    return settings.storage.shared_dir / sandbox_name(namespace, name, uid)
+
+
+def _wall_seconds(req: CreateRequest, options: PodOptions, settings: Settings) -> int | None:
+    chosen = [s for s in (req.pod.spec.active_deadline_seconds, options.wall_seconds) if s]
+    cap = settings.resources.max_wall_seconds
+    if not chosen:
+        default = settings.resources.default_wall_seconds
+        return default if default is not None else cap
+    wall = min(chosen)
+    if cap is not None and wall > cap:
+        raise TranslationError(
+            f"the pod asks for a wall time of {wall} s; this site accepts at most {cap} s"
+        )
+    return wall
+
+
+def _container_mode_checks(req: CreateRequest, options: PodOptions, mode: str) -> None:
+    pod = req.pod
+    problems = []
+    if len(pod.spec.containers) != 1 or pod.spec.init_containers:
+        problems.append("exactly one container and no init containers")
+    c = pod.spec.containers[0]
+    if c.volume_mounts:
+        problems.append("no volume mounts")
+    if c.working_dir:
+        problems.append("no workingDir")
+    if c.lifecycle is not None and c.lifecycle.pre_stop is not None:
+        problems.append("no preStop hook")
+    if options.apptainer_args or options.container_apptainer_args:
+        problems.append("no apptainer options")
+    if options.prologue:
+        problems.append("no prologue (interLink port exposure or mesh)")
+    # The environment becomes part of the job ClassAd, which pool users can read.
+    if any(e.value_from and e.value_from.secret_key_ref for e in c.env) or any(
+        s.secret_ref for s in c.env_from
+    ):
+        problems.append("no environment from secrets")
+    if problems:
+        raise TranslationError(
+            f"containers.mode {mode} runs single-container pods only, with "
+            f"{'; '.join(problems)}; this pod needs containers.mode apptainer"
+        )
+
+
+def translate(req: CreateRequest, settings: Settings) -> JobPlan:
+    """Translate one pod. Raises ``TranslationError`` (a client error) with a clear message."""
+    pod = req.pod
+    meta = pod.metadata
+    sandbox = PurePosixPath(sandbox_dir(settings, meta.namespace, meta.name, meta.uid))
+    sd.check_sandbox(sandbox)
+
+    init_names = [c.name for c in pod.spec.init_containers]
+    app_names = [c.name for c in pod.spec.containers]
+    for name in (*init_names, *app_names):
+        check_dns_label(name, "container name")
+    duplicates = sorted(
+        {n for n in init_names + app_names if (init_names + app_names).count(n) > 1}
+    )
+    if duplicates:
+        raise TranslationError(f"container names must be unique: {', '.join(duplicates)}")
+
+    options = parse_annotations(meta.annotations, settings.policy, init_names + app_names)
+    mode = options.mode or settings.containers.mode
+    if mode != "apptainer":
+        _container_mode_checks(req, options, mode)
+
+    resources = {c.name: container_resources(c, INIT) for c in pod.spec.init_containers}
+    resources.update({c.name: container_resources(c, APP) for c in pod.spec.containers})
+    totals = pod_resources(
+        [resources[n] for n in app_names], [resources[n] for n in init_names], settings.resources
+    )
+    configmaps, secrets, projected = collect(req)
+    ctx = PodContext(pod, configmaps, secrets, projected, resources, totals)
+    volumes = build_volumes(ctx, settings.storage)
+
+    rules = settings.containers.image_rules
+
+    def build(kind: str, containers: list[ContainerSpec], names: list[str]) -> None:
+        source = pod.spec.init_containers if kind == INIT else pod.spec.containers
+        for c in source:
+            args = options.container_apptainer_args.get(c.name, [])
+            containers.append(build_container(ctx, c, kind, volumes, rules, args))
+
+    init_specs: list[ContainerSpec] = []
+    app_specs: list[ContainerSpec] = []
+    build(INIT, init_specs, init_names)
+    build(APP, app_specs, app_names)
+
+    grace = pod.spec.termination_grace_period_seconds
+    spec = JobSpec(
+        pod=PodIdentity(uid=meta.uid, name=meta.name, namespace=meta.namespace),
+        apptainer=ApptainerSpec(
+            binary=settings.containers.apptainer,
+            args=[*settings.containers.apptainer_args, *options.apptainer_args],
+        ),
+        prologue=options.prologue,
+        volumes=volumes.specs,
+        init_containers=init_specs,
+        containers=app_specs,
+        restart_policy=pod.spec.restart_policy,
+        active_deadline_seconds=_wall_seconds(req, options, settings),
+        termination_grace_seconds=DEFAULT_GRACE_SECONDS if grace is None else grace,
+        chirp=settings.containers.chirp,
+    )
+
+    ident = sd.Identity(
+        uid=meta.uid,
+        name=meta.name,
+        namespace=meta.namespace,
+        sandbox=sandbox,
+        init_containers=tuple(init_names),
+        containers=tuple(app_names),
+        images=tuple(c.image for c in (*pod.spec.init_containers, *pod.spec.containers)),
+    )
+    desc = sd.SubmitDescription()
+    files = [SandboxFile(SPEC_FILE, spec.to_json(), 0o600)]
+    transfer: tuple[str, ...] = ()
+    if mode == "apptainer":
+        transfer = sd.apptainer_mode(desc, ident, settings, bool(volumes.files))
+        files.append(SandboxFile(WRAPPER_FILE, wrapper_file(settings.containers.python), 0o755))
+    else:
+        sd.container_mode(desc, mode, ident, spec, settings)
+    group = sd.accounting_group(settings, meta.namespace, options.accounting_group)
+    sd.common(desc, ident, settings, totals, spec, group, options.requirements)
+    sd.extra_commands(desc, options.submit)
+    files.extend(volumes.files)
+    return JobPlan(
+        pod_uid=meta.uid,
+        name=meta.name,
+        namespace=meta.namespace,
+        submit=sd.verify(desc),
+        files=tuple(files),
+        transfer_input=transfer,
+        init_containers=tuple(init_names),
+        containers=tuple(app_names),
+    )

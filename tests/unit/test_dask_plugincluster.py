@@ -1,0 +1,323 @@
+"""PluginCluster's cluster-manager logic against a scripted plugin endpoint.
+
+The endpoint below speaks the plugin API over real HTTP and plays the job's part by
+starting an in-process Dask worker for pods it "runs". It exercises what the cluster
+manager decides (concurrency of creation, what the user sees for held and failed jobs,
+which workers scale-down removes); the real plugin and pool are in
+tests/integration/test_dask_plugincluster.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+from distributed import Client, Worker
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from interlink_htcondor.dask import PluginCluster, WorkerStartError
+from interlink_htcondor.dask.podstate import Phase
+
+Behaviour = Callable[[str], str]
+
+
+class ScriptedPlugin:
+    """Pods behave as ``behaviour(pod name)`` says: run, pending, held, fail or refuse."""
+
+    def __init__(self, behaviour: Behaviour, create_delay: float = 0.3) -> None:
+        self.behaviour = behaviour
+        self.create_delay = create_delay
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.workers: dict[str, Worker] = {}
+        self.inflight = 0
+        self.max_inflight = 0
+        self.status_calls = 0
+        self.app = self._app()
+
+    def _app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/create")
+        async def create(request: Request) -> Any:
+            pod = (await request.json())["pod"]
+            name, uid = pod["metadata"]["name"], pod["metadata"]["uid"]
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+            try:
+                await asyncio.sleep(self.create_delay)  # a schedd round trip
+            finally:
+                self.inflight -= 1
+            if self.behaviour(name) == "refuse":
+                return PlainTextResponse("image rule: no image for 'nope:1'", status_code=422)
+            self.pods[uid] = pod
+            if self.behaviour(name) == "run":
+                env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+                self.workers[uid] = await Worker(
+                    env["DASK_SCHEDULER_ADDRESS"], name=env["DASK_WORKER_NAME"], nthreads=1
+                )
+            return {"PodUID": uid, "PodJID": f"{len(self.pods)}.0"}
+
+        @app.get("/status")
+        async def status(request: Request) -> Any:
+            self.status_calls += 1
+            out = []
+            for pod in await request.json():
+                uid = pod["metadata"]["uid"]
+                if uid not in self.pods:
+                    continue
+                state = self._state(pod["metadata"]["name"])
+                out.append(
+                    {
+                        "name": pod["metadata"]["name"],
+                        "UID": uid,
+                        "namespace": pod["metadata"]["namespace"],
+                        "JID": pod["metadata"]["annotations"].get("JobID", ""),
+                        "containers": [{"name": "worker", "state": state}],
+                        "initContainers": [],
+                    }
+                )
+            return JSONResponse(out)
+
+        @app.post("/delete")
+        async def delete(request: Request) -> Any:
+            pod = await request.json()
+            uid = pod["metadata"]["uid"]
+            self.deleted.append(pod["metadata"]["name"])
+            self.pods.pop(uid, None)
+            worker = self.workers.pop(uid, None)
+            if worker is not None:
+                await worker.close()
+            return PlainTextResponse("")
+
+        @app.get("/getLogs")
+        async def logs(request: Request) -> Any:
+            return PlainTextResponse("starting worker\nImportError: no module named dask\n")
+
+        return app
+
+    def _state(self, name: str) -> dict[str, Any]:
+        what = self.behaviour(name)
+        if what == "run":
+            return {"running": {"startedAt": "2026-11-23T10:00:00Z"}}
+        if what == "held":
+            return {
+                "waiting": {
+                    "reason": "JobHeld",
+                    "message": "HTCondor job 3.0 is held: Failed to execute apptainer",
+                }
+            }
+        if what == "fail":
+            return {"terminated": {"exitCode": 1, "reason": "Error", "message": "worker died"}}
+        return {"waiting": {"reason": "Pending", "message": "HTCondor job is idle, waiting"}}
+
+
+@asynccontextmanager
+async def serve(plugin: ScriptedPlugin) -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(plugin.app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        for w in list(plugin.workers.values()):
+            await w.close()
+
+
+@asynccontextmanager
+async def cluster_for(plugin: ScriptedPlugin, **kw: Any) -> AsyncIterator[PluginCluster]:
+    async with serve(plugin) as url:
+        cluster = await PluginCluster(url, asynchronous=True, status_interval=0.2, **kw)
+        try:
+            yield cluster
+        finally:
+            await cluster.close()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_scale_creates_pods_concurrently_and_workers_connect() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "run", create_delay=0.5)
+        async with cluster_for(plugin, memory="1Gi") as cluster:
+            t0 = time.monotonic()
+            cluster.scale(8)
+            await cluster.wait_for_workers(8, timeout=30)
+            elapsed = time.monotonic() - t0
+            assert plugin.max_inflight == 8  # all eight /create calls overlapped
+            assert elapsed < 8 * 0.5  # far below eight sequential round trips
+            names = {w["name"] for w in cluster.scheduler_info["workers"].values()}
+            assert names == {f"{cluster._prefix}-{i}" for i in range(8)}
+            pod = next(iter(plugin.pods.values()))
+            assert pod["metadata"]["namespace"] == "dask"
+            assert pod["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1Gi"
+            assert cluster.counts().running == 8
+            assert "8/8 running" in repr(cluster)
+
+    run(main())
+
+
+def test_one_status_call_per_interval_for_all_pods() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "pending", create_delay=0)
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(6)
+            await until(lambda: len(plugin.pods) == 6)
+            before = plugin.status_calls
+            await asyncio.sleep(1.0)
+            calls = plugin.status_calls - before
+            assert 2 <= calls <= 7  # ~every 0.2 s, not 6 per interval
+            assert cluster.counts().pending == 6
+
+    run(main())
+
+
+def test_held_workers_are_shown_with_the_hold_reason() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "held" if name.endswith("-1") else "run")
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(2)
+            await until(lambda: cluster.counts().held == 1 and cluster.counts().running == 1)
+            text = repr(cluster)
+            assert "1 held" in text and "1/2 running" in text
+            notes = cluster.notes()
+            assert any("Failed to execute apptainer" in n for n in notes)
+            page = cluster._repr_html_()
+            assert "held" in page and "Failed to execute apptainer" in page
+            assert any("is held" in msg for _, msg in cluster._cluster_manager_logs)
+
+    run(main())
+
+
+def test_failed_workers_are_reported_removed_and_raise_in_wait() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "fail" if name.endswith("-0") else "run")
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(2)
+            with pytest.raises(WorkerStartError) as e:
+                await cluster.wait_for_workers(2, timeout=30)
+            (failure,) = e.value.failures
+            assert failure.reason == "Error: exit code 1: worker died"
+            assert "ImportError: no module named dask" in failure.log_tail
+            assert failure.name.endswith("-0") and failure.job_id
+            assert "worker died" in str(e.value)
+            await until(lambda: failure.name in plugin.deleted)  # its job is cleaned up
+            assert cluster.counts().failed == 1
+            assert "1 failed" in repr(cluster)
+            # the failed worker left the spec: scale() again replaces it
+            assert len(cluster.worker_spec) == 1
+
+    run(main())
+
+
+def test_create_refused_by_the_plugin_is_a_failure_with_its_message() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "refuse")
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(1)
+            with pytest.raises(WorkerStartError, match="no image for 'nope:1'"):
+                await cluster.wait_for_workers(1, timeout=30)
+            assert cluster.failures[0].reason.startswith("CreateFailed")
+
+    run(main())
+
+
+def test_timeout_lists_why_workers_wait() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "held")
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(1)
+            with pytest.raises(TimeoutError, match="Failed to execute apptainer"):
+                await cluster.wait_for_workers(1, timeout=2)
+
+    run(main())
+
+
+def test_scale_down_cancels_pending_before_touching_running_workers() -> None:
+    async def main() -> None:
+        def behaviour(name: str) -> str:
+            return "run" if int(name.rsplit("-", 1)[1]) < 2 else "pending"
+
+        plugin = ScriptedPlugin(behaviour, create_delay=0)
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(4)
+            await until(lambda: cluster.counts().running == 2 and cluster.counts().pending == 2)
+            cluster.scale(2)
+            p = cluster._prefix
+            await until(lambda: sorted(plugin.deleted) == [f"{p}-2", f"{p}-3"])
+            await asyncio.sleep(0.5)
+            assert sorted(plugin.deleted) == [f"{p}-2", f"{p}-3"]
+            assert cluster.counts().running == 2
+
+    run(main())
+
+
+def test_scale_down_of_running_workers_retires_them_gracefully() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "run", create_delay=0)
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(2)
+            await cluster.wait_for_workers(2, timeout=30)
+            async with Client(cluster, asynchronous=True) as client:
+                workers = list(cluster.scheduler_info["workers"])
+                futures = [
+                    client.submit(lambda i: i * 10, i, workers=[w], pure=False)
+                    for i, w in enumerate(workers)
+                ]
+                assert await client.gather(futures) == [0, 10]
+                cluster.scale(1)
+                await until(lambda: len(plugin.deleted) == 1)
+                # the retired worker's result moved to the survivor before its job went
+                assert await client.gather(futures) == [0, 10]
+                assert cluster._backend.phase(plugin.deleted[0]) != Phase.RUNNING
+
+    run(main())
+
+
+def test_close_deletes_every_pod() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "pending", create_delay=0)
+        async with serve(plugin) as url:
+            cluster = await PluginCluster(url, asynchronous=True, status_interval=0.2)
+            cluster.scale(3)
+            await until(lambda: len(plugin.pods) == 3)
+            await cluster.close()
+            assert plugin.pods == {} and len(plugin.deleted) == 3
+
+    run(main())
+
+
+def test_unreachable_plugin_is_reported() -> None:
+    async def main() -> None:
+        cluster = await PluginCluster("http://127.0.0.1:9", asynchronous=True, status_interval=0.2)
+        try:
+            cluster.scale(1)
+            with pytest.raises(WorkerStartError, match="PluginUnreachable"):
+                await cluster.wait_for_workers(1, timeout=20)
+        finally:
+            await cluster.close()
+
+    run(main())

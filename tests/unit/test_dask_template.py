@@ -1,0 +1,122 @@
+"""The shared worker-pod template: what every Dask worker pod looks like."""
+
+from __future__ import annotations
+
+import json
+
+import distributed
+import pytest
+
+from interlink_htcondor.dask.template import (
+    ACCOUNTING_GROUP,
+    APPTAINER_OPTIONS,
+    DEFAULT_IMAGE,
+    POD_VPN_ANNOTATION,
+    REQUIREMENTS,
+    WorkerTemplate,
+)
+
+
+def test_default_image_is_dask_of_the_client_version() -> None:
+    assert DEFAULT_IMAGE == f"ghcr.io/dask/dask:{distributed.__version__}"
+    assert WorkerTemplate().image == DEFAULT_IMAGE
+
+
+def test_args_follow_dask_kubernetes_and_fit_remote_slots() -> None:
+    t = WorkerTemplate(
+        nthreads=2,
+        memory="1536Mi",
+        death_timeout=90,
+        listen_address="tcp://0.0.0.0:9000",
+        contact_address="tcp://slot.example.org:9000",
+        extra_args=["--resources", "GPU=1"],
+    )
+    args = t.args()
+    assert args[:3] == ["dask-worker", "--name", "$(DASK_WORKER_NAME)"]
+    opts = dict(zip(args[3::2], args[4::2], strict=False))
+    assert opts["--nthreads"] == "2"
+    assert opts["--memory-limit"] == str(1536 * 1024 * 1024)
+    assert opts["--death-timeout"] == "90"
+    assert args[args.index("--listen-address") + 1] == "tcp://0.0.0.0:9000"
+    assert args[args.index("--contact-address") + 1] == "tcp://slot.example.org:9000"
+    assert args[-2:] == ["--resources", "GPU=1"]
+
+
+def test_no_listen_address_args_unless_given() -> None:
+    args = WorkerTemplate().args()
+    assert "--listen-address" not in args and "--contact-address" not in args
+
+
+def test_contact_address_alone_is_refused() -> None:
+    with pytest.raises(ValueError, match="listen_address"):
+        WorkerTemplate(contact_address="tcp://x:1")
+
+
+@pytest.mark.parametrize("bad", [{"nthreads": 0}, {"death_timeout": 0}, {"memory": "0"}])
+def test_invalid_values_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        WorkerTemplate(**bad)  # type: ignore[arg-type]
+
+
+def test_pod_is_a_kubernetes_serialised_pod_for_the_virtual_node() -> None:
+    t = WorkerTemplate(
+        memory="2Gi",
+        nthreads=1,
+        scheduler_address="tcp://10.0.0.1:8786",
+        accounting_group="group_cms.analysis",
+        requirements='OpSysAndVer == "AlmaLinux9"',
+        apptainer_options="--bind /cvmfs",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    pod = t.pod("dask-abc-0", namespace="physics", uid="u-1", labels={"a": "b"})
+    json.dumps(pod)  # plain JSON
+    meta, spec = pod["metadata"], pod["spec"]
+    assert meta["name"] == "dask-abc-0" and meta["namespace"] == "physics"
+    assert meta["uid"] == "u-1" and meta["labels"] == {"a": "b"}
+    assert meta["annotations"] == {
+        ACCOUNTING_GROUP: "group_cms.analysis",
+        REQUIREMENTS: 'OpSysAndVer == "AlmaLinux9"',
+        APPTAINER_OPTIONS: "--bind /cvmfs",
+    }
+    assert spec["restartPolicy"] == "Never"
+    assert spec["tolerations"] == [
+        {"key": "virtual-node.interlink/no-schedule", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert spec["nodeSelector"] == {"virtual-node.interlink/type": "virtual-kubelet"}
+    (c,) = spec["containers"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env == {
+        "OMP_NUM_THREADS": "1",
+        "DASK_WORKER_NAME": "dask-abc-0",
+        "DASK_SCHEDULER_ADDRESS": "tcp://10.0.0.1:8786",
+    }
+    assert c["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
+
+
+def test_node_selector_by_name_and_pod_vpn() -> None:
+    t = WorkerTemplate(node_name="vk-htcondor", pod_vpn=True)
+    spec = t.pod_spec()
+    assert spec["nodeSelector"] == {"kubernetes.io/hostname": "vk-htcondor"}
+    assert t.pod_annotations() == {POD_VPN_ANNOTATION: "true"}
+
+
+def test_operator_spec_leaves_worker_name_and_in_cluster_address_to_the_operator() -> None:
+    # The operator injects DASK_WORKER_NAME per Deployment and only sets the scheduler
+    # address when the pod has none: the template must not pin either by accident.
+    spec = WorkerTemplate().pod_spec()
+    (c,) = spec["containers"]
+    assert c["env"] == []
+    assert "restartPolicy" not in spec  # Deployments need the default (Always)
+
+
+def test_reserved_env_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="DASK_SCHEDULER_ADDRESS"):
+        WorkerTemplate(env={"DASK_SCHEDULER_ADDRESS": "tcp://x:1"}).container()
+
+
+def test_uids_are_unique_per_pod() -> None:
+    t = WorkerTemplate()
+    assert t.pod("a")["metadata"]["uid"] != t.pod("a")["metadata"]["uid"]

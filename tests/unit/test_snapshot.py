@@ -1,0 +1,163 @@
+"""The shared job snapshot: one query for many callers, rate-limited, coalesced."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from interlink_htcondor import attrs
+from interlink_htcondor.snapshot import (
+    JobSnapshot,
+    MissingJobResolver,
+    SnapshotUnavailable,
+    index_by_uid,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def job(uid: str, cluster: int, status: int = 2) -> dict[str, Any]:
+    return {attrs.POD_UID: uid, "ClusterId": cluster, "ProcId": 0, "JobStatus": status}
+
+
+class Fetcher:
+    def __init__(self, ads: list[dict[str, Any]], delay: float = 0.01) -> None:
+        self.ads = ads
+        self.calls = 0
+        self.delay = delay
+        self.fail: Exception | None = None
+
+    async def __call__(self) -> list[dict[str, Any]]:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return list(self.ads)
+
+
+def test_index_keeps_one_job_per_pod() -> None:
+    ads = [job("a", 12), job("a", 10), job("a", 9, status=3), job("b", 11), {"x": 1}]
+    idx = index_by_uid(ads)
+    assert set(idx) == {"a", "b"}
+    assert idx["a"]["ClusterId"] == 10  # lowest live cluster wins over a removed one
+
+
+async def test_concurrent_calls_share_one_query() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1)])
+    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    results = await asyncio.gather(*(snap.get() for _ in range(200)))
+    assert fetch.calls == 1
+    assert all(r is results[0] for r in results)
+    assert snap.lookup(results[0], "a") is not None
+
+
+async def test_refresh_at_most_once_per_interval() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1)])
+    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    await snap.get()
+    clock.t += 0.5
+    await snap.get()
+    assert fetch.calls == 1
+    clock.t += 0.6
+    await snap.get()
+    assert fetch.calls == 2
+
+
+async def test_pending_submit_visible_until_a_later_query_sees_it() -> None:
+    clock = Clock()
+    fetch = Fetcher([])
+    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    s1 = await snap.get()
+    clock.t += 0.1
+    snap.note_submitted("new", job("new", 5, status=1))
+    assert snap.lookup(s1, "new")["ClusterId"] == 5
+    clock.t += 1.0
+    fetch.ads = [job("new", 5, status=2)]
+    s2 = await snap.get()
+    assert snap.lookup(s2, "new")["JobStatus"] == 2
+    fetch.ads = []
+    clock.t += 1.0
+    s3 = await snap.get()
+    assert snap.lookup(s3, "new") is None  # the placeholder expired with the query
+
+
+async def test_deleted_pod_is_hidden_until_requeried() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1)])
+    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    s1 = await snap.get()
+    snap.note_deleted("a")
+    assert snap.lookup(s1, "a") is None
+
+
+async def test_failure_serves_stale_then_raises() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1)])
+    snap = JobSnapshot(fetch, 1.0, max_stale_seconds=10, clock=clock)
+    await snap.get()
+    fetch.fail = RuntimeError("schedd down")
+    clock.t += 2
+    stale = await snap.get()
+    assert snap.lookup(stale, "a") is not None
+    calls = fetch.calls
+    await snap.get()  # within the interval after a failure: no new query
+    assert fetch.calls == calls
+    clock.t += 20
+    with pytest.raises(SnapshotUnavailable, match="schedd down"):
+        await snap.get()
+
+
+async def test_on_refresh_and_invalidate() -> None:
+    clock = Clock()
+    seen: list[int] = []
+    fetch = Fetcher([job("a", 1), job("b", 2, status=1)])
+    snap = JobSnapshot(fetch, 5.0, clock=clock, on_refresh=lambda s: seen.append(len(s.jobs)))
+    s = await snap.get()
+    assert s.state_counts() == {2: 1, 1: 1}
+    snap.invalidate()
+    await snap.get()
+    assert fetch.calls == 2 and seen == [2, 2]
+
+
+async def test_missing_resolver_batches_and_caches() -> None:
+    calls: list[list[str]] = []
+
+    async def fetch(uids: list[str]) -> dict[str, dict[str, Any]]:
+        calls.append(uids)
+        return {"done": job("done", 3, status=4), "queued": job("queued", 4, status=1)}
+
+    r = MissingJobResolver(fetch, batch_window=0.01)
+    out = await asyncio.gather(r.resolve(["done", "gone"]), r.resolve(["queued", "done"]))
+    assert len(calls) == 1 and sorted(calls[0]) == ["done", "gone", "queued"]
+    assert out[0]["done"]["JobStatus"] == 4 and out[0]["gone"] is None
+    assert out[1]["queued"]["JobStatus"] == 1
+    # Final answers are cached, a job still queued is asked again.
+    again = await r.resolve(["done", "gone", "queued"])
+    assert len(calls) == 2 and calls[1] == ["queued"]
+    assert again["done"]["ClusterId"] == 3
+
+
+async def test_missing_resolver_propagates_errors() -> None:
+    async def fetch(uids: list[str]) -> dict[str, dict[str, Any]]:
+        raise RuntimeError("history unavailable")
+
+    r = MissingJobResolver(fetch, batch_window=0.0)
+    with pytest.raises(RuntimeError, match="history"):
+        await r.resolve(["x"])

@@ -1,0 +1,325 @@
+"""The job ClassAd -> pod status mapping (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from interlink_htcondor import attrs
+from interlink_htcondor.attrs import ContainerState, encode_state
+from interlink_htcondor.status import (
+    COMPLETED,
+    EXIT_KILLED,
+    HELD,
+    IDLE,
+    PROJECTION,
+    REMOVED,
+    RUNNING,
+    SUSPENDED,
+    TRANSFERRING_OUTPUT,
+    FileState,
+    PodRef,
+    pod_status,
+    rfc3339,
+)
+
+NOW = 1_800_000_000.0
+POD = PodRef(
+    uid="11111111-2222-3333-4444-555555555555",
+    name="web",
+    namespace="ns",
+    init_containers=("setup",),
+    containers=("main", "side"),
+    images={"setup": "busybox:1.36", "main": "python:3.11", "side": "busybox:1.36"},
+)
+
+
+def ad(status: int, **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "ClusterId": 42,
+        "ProcId": 0,
+        "JobStatus": status,
+        "EnteredCurrentStatus": int(NOW) - 10,
+        "QDate": int(NOW) - 100,
+        attrs.POD_UID: POD.uid,
+        attrs.POD_NAME: "web",
+        attrs.POD_NAMESPACE: "ns",
+        attrs.INIT_CONTAINERS: "setup",
+        attrs.CONTAINERS: "main,side",
+        attrs.IMAGES: "/img/busybox.sif,/img/python.sif,/img/busybox.sif",
+    }
+    base.update(extra)
+    return base
+
+
+def st(state: str, code: int = 0, reason: str = "", start: int = 0, end: int = 0) -> str:
+    return encode_state(ContainerState(state, code, reason, start, end))  # type: ignore[arg-type]
+
+
+def states(result: Any, kind: str = "containers") -> list[dict[str, Any]]:
+    return [c["state"] for c in result.status[kind]]
+
+
+def run(a: dict[str, Any] | None, pod: PodRef = POD, **kw: Any) -> Any:
+    kw.setdefault("held_grace_seconds", 300)
+    return pod_status(pod, a, now=NOW, **kw)
+
+
+def test_unknown_pod_is_left_out() -> None:
+    assert run(None) is None
+
+
+def test_lost_pod_is_terminated_with_a_clear_reason() -> None:
+    pod = PodRef(**{**POD.__dict__, "job_id": "42.0"})
+    r = run(None, pod)
+    assert r.terminal
+    assert r.status["JID"] == "42.0"
+    for c in r.status["containers"] + r.status["initContainers"]:
+        t = c["state"]["terminated"]
+        assert t["exitCode"] != 0
+        assert t["reason"] == "JobLost"
+        assert "42.0" in t["message"] and "history" in t["message"]
+    assert [c["name"] for c in r.status["containers"]] == ["main", "side"]
+
+
+def test_identity_and_one_entry_per_container() -> None:
+    r = run(ad(IDLE))
+    s = r.status
+    assert (s["name"], s["UID"], s["namespace"], s["JID"]) == ("web", POD.uid, "ns", "42.0")
+    assert [c["name"] for c in s["containers"]] == ["main", "side"]
+    assert [c["name"] for c in s["initContainers"]] == ["setup"]
+    main = s["containers"][0]
+    assert main["image"] == "python:3.11"
+    assert main["imageID"] == "/img/python.sif"
+    assert main["restartCount"] == 0 and main["ready"] is False
+
+
+def test_idle_is_waiting_pending() -> None:
+    r = run(ad(IDLE))
+    for s in states(r) + states(r, "initContainers"):
+        assert s["waiting"]["reason"] == "Pending"
+        assert "idle" in s["waiting"]["message"]
+    assert not r.terminal
+
+
+def test_idle_with_diagnosis_is_unschedulable() -> None:
+    r = run(ad(IDLE, LastRejMatchReason="no match found"), diagnosis="no slot has 900 GiB")
+    w = states(r)[0]["waiting"]
+    assert w["reason"] == "Unschedulable"
+    assert "900 GiB" in w["message"]
+
+
+def test_idle_mentions_last_rejection() -> None:
+    r = run(ad(IDLE, LastRejMatchReason="no match found"))
+    assert "no match found" in states(r)[0]["waiting"]["message"]
+
+
+def test_idle_ignores_states_of_an_earlier_run() -> None:
+    r = run(ad(IDLE, NumJobStarts=1, InterlinkStateC0=st("running", start=5)))
+    assert states(r)[0]["waiting"]["reason"] == "Pending"
+    assert "after 1 start" in states(r)[0]["waiting"]["message"]
+
+
+def test_running_without_chirp_is_container_creating() -> None:
+    r = run(ad(RUNNING, JobCurrentStartDate=int(NOW) - 5))
+    assert states(r)[0]["waiting"]["reason"] == "ContainerCreating"
+
+
+@pytest.mark.parametrize("status", [RUNNING, SUSPENDED, TRANSFERRING_OUTPUT])
+def test_running_per_container_states(status: int) -> None:
+    t0 = int(NOW) - 60
+    r = run(
+        ad(
+            status,
+            JobCurrentStartDate=t0,
+            InterlinkStateI0=st("terminated", 0, "", t0, t0 + 1),
+            InterlinkStateC0=st("running", start=t0 + 2),
+            InterlinkStateC1=st("terminated", 3, "", t0 + 2, t0 + 4),
+        )
+    )
+    init = states(r, "initContainers")[0]["terminated"]
+    assert init["exitCode"] == 0 and init["reason"] == "Completed"
+    assert init["startedAt"] == rfc3339(t0) and init["finishedAt"] == rfc3339(t0 + 1)
+    main, side = states(r)
+    assert main == {"running": {"startedAt": rfc3339(t0 + 2)}}
+    assert side["terminated"]["exitCode"] == 3 and side["terminated"]["reason"] == "Error"
+    assert r.status["containers"][0]["ready"] is True
+    assert not r.terminal
+
+
+def test_times_are_rfc3339_utc() -> None:
+    assert rfc3339(0) is None
+    assert rfc3339(1_700_000_000) == "2023-11-14T22:13:20Z"
+
+
+def test_completed_uses_chirped_exit_codes_and_reasons() -> None:
+    r = run(
+        ad(
+            COMPLETED,
+            ExitCode=137,
+            CompletionDate=int(NOW),
+            InterlinkStateI0=st("terminated", 0, "", 1, 2),
+            InterlinkStateC0=st("terminated", 137, "OOMKilled", 3, 4),
+            InterlinkStateC1=st("terminated", 0, "", 3, 5),
+        )
+    )
+    main, side = states(r)
+    assert main["terminated"]["exitCode"] == 137
+    assert main["terminated"]["reason"] == "OOMKilled"
+    assert side["terminated"] == {
+        "exitCode": 0,
+        "reason": "Completed",
+        "startedAt": rfc3339(3),
+        "finishedAt": rfc3339(5),
+    }
+    assert r.terminal
+
+
+def test_completed_without_chirp_uses_job_exit_code() -> None:
+    r = run(ad(COMPLETED, ExitCode=42, CompletionDate=int(NOW), JobCurrentStartDate=1))
+    for s in states(r):
+        assert s["terminated"]["exitCode"] == 42
+        assert s["terminated"]["reason"] == "Error"
+        assert s["terminated"]["finishedAt"] == rfc3339(NOW)
+    assert r.terminal
+
+
+def test_completed_by_signal() -> None:
+    r = run(ad(COMPLETED, ExitBySignal=True, ExitSignal=9, CompletionDate=int(NOW)))
+    t = states(r)[0]["terminated"]
+    assert t["exitCode"] == 137 and "signal 9" in t["message"]
+
+
+def test_status_file_fills_in_missing_chirps() -> None:
+    file_states = {
+        "setup": FileState(ContainerState("terminated", 0, "", 1, 2)),
+        "main": FileState(
+            ContainerState("terminated", 137, "DeadlineExceeded", 3, 9), "deadline of 5 s"
+        ),
+        "side": FileState(ContainerState("terminated", 1, "", 3, 4), "", restart_count=2),
+    }
+    r = run(
+        ad(COMPLETED, ExitCode=1, InterlinkStateC0=st("running", start=3)),
+        file_states=file_states,
+    )
+    main, side = states(r)
+    assert main["terminated"]["reason"] == "DeadlineExceeded"
+    assert main["terminated"]["message"] == "deadline of 5 s"
+    assert side["terminated"]["exitCode"] == 1
+    assert r.status["containers"][1]["restartCount"] == 2
+
+
+def test_init_failure_terminates_everything_not_run() -> None:
+    pod = PodRef(
+        uid=POD.uid,
+        name="web",
+        namespace="ns",
+        init_containers=("a", "b"),
+        containers=("main",),
+    )
+    a = ad(
+        RUNNING,
+        **{attrs.INIT_CONTAINERS: "a,b", attrs.CONTAINERS: "main", attrs.IMAGES: ""},
+        InterlinkStateI0=st("terminated", 7, "", 1, 2),
+    )
+    r = run(a, pod)
+    first, second = states(r, "initContainers")
+    assert first["terminated"]["exitCode"] == 7
+    assert second["terminated"]["reason"] == "InitContainerFailed"
+    main = states(r)[0]["terminated"]
+    # As the job wrapper reports containers it never started.
+    assert main["reason"] == "InitContainerFailed" and "'a'" in main["message"]
+    assert main["exitCode"] == 1
+    assert r.terminal
+
+
+def test_held_is_waiting_with_hold_reason_within_grace() -> None:
+    a = ad(
+        HELD,
+        HoldReason="Error from slot1: out of disk",
+        EnteredCurrentStatus=int(NOW) - 10,
+        InterlinkStateI0=st("terminated", 0, "", 1, 2),
+        InterlinkStateC0=st("running", start=3),
+    )
+    r = run(a)
+    assert r.remove_reason is None and not r.terminal
+    assert "terminated" in states(r, "initContainers")[0]
+    for s in states(r):
+        assert s["waiting"]["reason"] == "JobHeld"
+        assert "out of disk" in s["waiting"]["message"]
+
+
+def test_held_past_grace_fails_and_asks_for_removal() -> None:
+    a = ad(HELD, HoldReason="image missing", EnteredCurrentStatus=int(NOW) - 301)
+    r = run(a)
+    assert r.remove_reason is not None and "image missing" in r.remove_reason
+    assert r.terminal
+    for s in states(r) + states(r, "initContainers"):
+        assert s["terminated"]["exitCode"] != 0
+        assert "image missing" in s["terminated"]["message"]
+
+
+def test_removed_is_terminated_with_reason() -> None:
+    r = run(
+        ad(
+            REMOVED,
+            RemoveReason="via condor_rm (by user alice)",
+            InterlinkStateI0=st("terminated", 0, "", 1, 2),
+            InterlinkStateC0=st("running", start=3),
+        )
+    )
+    assert states(r, "initContainers")[0]["terminated"]["exitCode"] == 0
+    main, side = states(r)
+    assert main["terminated"]["exitCode"] == EXIT_KILLED
+    assert main["terminated"]["startedAt"] == rfc3339(3)
+    assert "condor_rm" in main["terminated"]["message"]
+    assert side["terminated"]["reason"] == "JobRemoved"
+    assert r.terminal
+
+
+def test_containers_from_pod_when_ad_lacks_them() -> None:
+    a = ad(IDLE)
+    for k in (attrs.CONTAINERS, attrs.INIT_CONTAINERS, attrs.IMAGES):
+        del a[k]
+    r = run(a)
+    assert [c["name"] for c in r.status["containers"]] == ["main", "side"]
+    assert [c["name"] for c in r.status["initContainers"]] == ["setup"]
+
+
+def test_never_empty_containers_for_known_pod() -> None:
+    for status in (IDLE, RUNNING, REMOVED, COMPLETED, HELD, SUSPENDED, TRANSFERRING_OUTPUT, 99):
+        r = run(ad(status, HoldReason="x"))
+        assert len(r.status["containers"]) == 2
+        assert len(r.status["initContainers"]) == 1
+        for c in r.status["containers"]:
+            assert len(c["state"]) == 1
+
+
+def test_podref_from_pod_json_tolerates_nulls() -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "n", "uid": "u", "annotations": {"JobID": "7.0"}},
+        "spec": {
+            "initContainers": None,
+            "containers": [{"name": "c", "image": "busybox"}, {"bad": 1}, "junk"],
+        },
+    }
+    ref = PodRef.from_pod(pod)
+    assert ref.job_id == "7.0" and ref.containers == ("c",) and ref.init_containers == ()
+    assert PodRef.from_pod({}).uid == ""
+    assert PodRef.from_pod({"metadata": None, "spec": []}).containers == ()
+
+
+def test_projection_covers_state_attributes() -> None:
+    assert attrs.state_attr("app", 0) in PROJECTION
+    assert attrs.state_attr("init", 31) in PROJECTION
+    assert "HoldReason" in PROJECTION and attrs.POD_UID in PROJECTION
+
+
+def test_output_validates_against_the_wire_model() -> None:
+    from interlink_htcondor.models import PodStatus
+
+    for status in (IDLE, RUNNING, REMOVED, COMPLETED, HELD):
+        r = run(ad(status, InterlinkStateC0=st("running", start=5), ExitCode=0))
+        wire = PodStatus.model_validate(r.status).wire()
+        assert wire["UID"] == POD.uid and len(wire["containers"]) == 2
