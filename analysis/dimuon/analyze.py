@@ -8,12 +8,15 @@ worker (name, host, process, container) filled it, so a caller can prove where t
 ran.
 """
 
+# dask_awkward re-exports its API without __all__, which strict mypy reads as private.
+# mypy: disable-error-code="attr-defined"
+
 from __future__ import annotations
 
 import os
 import platform
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,12 +46,31 @@ def mass_axis() -> hist.axis.Regular:
     return hist.axis.Regular(n, lo, hi, name="mass", label=r"$m_{\mu\mu}$ [GeV]")
 
 
-def open_events(files: Sequence[Path | str], step_size: int | str = 20_000) -> dak.Array:
-    """The ``Events`` trees of ``files`` as one lazy dask-awkward array."""
-    return uproot.dask({str(f): "Events" for f in files}, step_size=step_size)
+def open_events(
+    files: Sequence[Path | str],
+    step_size: int = 20_000,
+    worker_path: Callable[[str], str] | None = None,
+) -> Any:
+    """The ``Events`` trees of ``files`` as one lazy dask-awkward array, in partitions of
+    at most ``step_size`` events.
+
+    ``worker_path`` maps a file's path here to its path on the workers, when they see the
+    data elsewhere (a container bind, an XRootD URL): the files are then opened here only
+    to learn their entries and layout, and read on the workers under the mapped name.
+    """
+    if worker_path is None:
+        return uproot.dask({str(f): "Events" for f in files}, step_size=step_size)
+    spec: dict[str, Any] = {}
+    for f in files:
+        with uproot.open(str(f)) as handle:
+            entries = int(handle["Events"].num_entries)
+        steps = [[i, min(i + step_size, entries)] for i in range(0, entries, step_size)]
+        spec[worker_path(str(f))] = {"object_path": "Events", "steps": steps}
+    form = uproot.dask({str(files[0]): "Events"}, open_files=False).form
+    return uproot.dask(spec, open_files=False, known_base_form=form)
 
 
-def dimuon_mass(events: dak.Array) -> dak.Array:
+def dimuon_mass(events: Any) -> Any:
     """Invariant mass of the leading opposite-charge pair of good muons, per event that
     has one (lazy)."""
     muons = dak.zip(
@@ -74,7 +96,7 @@ def dimuon_mass(events: dak.Array) -> dak.Array:
 class Partial:
     """One partition's histogram and where it was filled."""
 
-    hist: hist.Hist
+    hist: hist.Hist[Any]
     events: int
     pairs: int
     worker: dict[str, Any]
@@ -115,7 +137,7 @@ def merge(parts: Sequence[Partial]) -> list[Partial]:
 
 @dataclass
 class AnalysisResult:
-    hist: hist.Hist
+    hist: hist.Hist[Any]
     fit: FitResult
     events: int
     pairs: int
@@ -127,10 +149,14 @@ class AnalysisResult:
         return {p.worker["name"] for p in self.partials}
 
 
-def build(files: Sequence[Path | str], step_size: int | str = 20_000) -> Any:
+def build(
+    files: Sequence[Path | str],
+    step_size: int = 20_000,
+    worker_path: Callable[[str], str] | None = None,
+) -> Any:
     """The lazy computation: a Delayed list of per-partition ``Partial`` results."""
     with dask.config.set(_DASK_CONFIG):
-        events = open_events(files, step_size)
+        events = open_events(files, step_size, worker_path)
         masses = dimuon_mass(events)
         parts = [
             dask.delayed(fill_partition)(m, dask.delayed(count)(n))
@@ -155,17 +181,22 @@ def combine(partials: Sequence[Partial]) -> AnalysisResult:
 def ship_by_value() -> None:
     """Send this package's functions to workers by value: the worker image has the
     analysis stack (uproot, awkward, vector, hist) but not this repository."""
-    import cloudpickle
+    import cloudpickle  # type: ignore[import-untyped]
 
     import dimuon
 
     cloudpickle.register_pickle_by_value(dimuon)
 
 
-def run(client: Any, files: Sequence[Path | str], step_size: int | str = 20_000) -> AnalysisResult:
+def run(
+    client: Any,
+    files: Sequence[Path | str],
+    step_size: int = 20_000,
+    worker_path: Callable[[str], str] | None = None,
+) -> AnalysisResult:
     """Run the analysis on ``client``'s workers and fit the Z peak (in the client: the
     fit needs only the merged 80-bin histogram)."""
     ship_by_value()
     with dask.config.set(_DASK_CONFIG):
-        partials = client.compute(build(files, step_size)).result()
+        partials = client.compute(build(files, step_size, worker_path)).result()
     return combine(partials)

@@ -5,25 +5,28 @@ maximum-likelihood fit with iminuit."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import hist
 import numpy as np
 from iminuit import Minuit
 from iminuit.cost import ExtendedBinnedNLL
-from scipy.special import voigt_profile
+from scipy.special import voigt_profile  # type: ignore[import-untyped]
 
 Z_WIDTH = 2.4952  # GeV, fixed: the resolution, not the width, is what the detector changes
 
 
 def signal_density(x: np.ndarray, mass: float, sigma: float) -> np.ndarray:
     """Breit-Wigner (FWHM = Z width) convolved with a Gaussian of width ``sigma``."""
-    return np.asarray(voigt_profile(x - mass, sigma, Z_WIDTH / 2))
+    out: np.ndarray = np.asarray(voigt_profile(x - mass, sigma, Z_WIDTH / 2), dtype=float)
+    return out
 
 
 def background_density(x: np.ndarray, slope: float, lo: float, hi: float) -> np.ndarray:
     """exp(-slope * x), normalised on [lo, hi]."""
     norm = (np.exp(-slope * lo) - np.exp(-slope * hi)) / slope
-    return np.exp(-slope * x) / norm
+    out: np.ndarray = np.exp(-slope * x) / norm
+    return out
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,13 @@ class FitResult:
     def summary(self) -> str:
         return (
             f"Z peak: m = {self.mass:.3f} ± {self.mass_error:.3f} GeV, "
-            f"resolution σ = {self.sigma:.2f} ± {self.sigma_error:.2f} GeV, "
+            f"resolution sigma = {self.sigma:.2f} ± {self.sigma_error:.2f} GeV, "
             f"{self.n_signal:.0f} signal and {self.n_background:.0f} background events, "
-            f"χ²/ndf = {self.chi2_ndf:.2f}"
+            f"chi2/ndf = {self.chi2_ndf:.2f}"
         )
 
 
-def fit_peak(h: hist.Hist) -> FitResult:
+def fit_peak(h: hist.Hist[Any]) -> FitResult:
     counts = h.values()
     edges = h.axes[0].edges
     lo, hi = float(edges[0]), float(edges[-1])

@@ -18,9 +18,10 @@ Muons are stored as jagged (awkward) branches ``nMuon``, ``Muon_pt``, ``Muon_eta
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -51,13 +52,15 @@ def _breit_wigner(rng: np.random.Generator, n: int) -> np.ndarray:
     m2, mg = Z_MASS**2, Z_MASS * Z_WIDTH
     lo, hi = (np.arctan((m**2 - m2) / mg) for m in MASS_RANGE)
     s = m2 + mg * np.tan(rng.uniform(lo, hi, n))
-    return np.sqrt(s)
+    out: np.ndarray = np.sqrt(s)
+    return out
 
 
 def _exponential(rng: np.random.Generator, n: int, slope: float) -> np.ndarray:
     lo, hi = MASS_RANGE
     u = rng.uniform(0.0, 1.0, n)
-    return lo - np.log1p(-u * (1 - np.exp(-slope * (hi - lo)))) / slope
+    out: np.ndarray = lo - np.log1p(-u * (1 - np.exp(-slope * (hi - lo)))) / slope
+    return out
 
 
 def _cos_theta(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -70,7 +73,7 @@ def _cos_theta(rng: np.random.Generator, n: int) -> np.ndarray:
     return out[:n]
 
 
-def _decay(rng: np.random.Generator, mass: np.ndarray) -> tuple[vector.MomentumNumpy4D, ...]:
+def _decay(rng: np.random.Generator, mass: np.ndarray) -> tuple[Any, Any]:
     """Two muons from a resonance of ``mass``, boosted into the lab frame."""
     n = mass.size
     pt = rng.gamma(1.6, 7.0, n)  # falling pT spectrum, mean ~11 GeV
@@ -91,8 +94,9 @@ def _decay(rng: np.random.Generator, mass: np.ndarray) -> tuple[vector.MomentumN
     dphi = rng.uniform(-np.pi, np.pi, n)
     e = np.sqrt(p**2 + MUON_MASS**2)
     px, py, pz = p * sin_t * np.cos(dphi), p * sin_t * np.sin(dphi), p * cos_t
-    mu1 = vector.array({"px": px, "py": py, "pz": pz, "E": e}).boost_p4(parent)
-    mu2 = vector.array({"px": -px, "py": -py, "pz": -pz, "E": e}).boost_p4(parent)
+    rest1: Any = vector.array({"px": px, "py": py, "pz": pz, "E": e})
+    rest2: Any = vector.array({"px": -px, "py": -py, "pz": -pz, "E": e})
+    mu1, mu2 = rest1.boost_p4(parent), rest2.boost_p4(parent)
     return mu1, mu2
 
 
@@ -104,9 +108,7 @@ def _smear(rng: np.random.Generator, pt: np.ndarray, cfg: Config) -> np.ndarray:
 def generate_events(n: int, cfg: Config, rng: np.random.Generator) -> ak.Array:
     """``n`` events as an awkward record array with a jagged ``Muon`` collection."""
     is_signal = rng.uniform(size=n) < cfg.signal_fraction
-    mass = np.where(
-        is_signal, _breit_wigner(rng, n), _exponential(rng, n, cfg.background_slope)
-    )
+    mass = np.where(is_signal, _breit_wigner(rng, n), _exponential(rng, n, cfg.background_slope))
     mu1, mu2 = _decay(rng, mass)
     q1 = rng.choice(np.array([-1, 1], dtype=np.int32), n)
     same_sign = ~is_signal & (rng.uniform(size=n) < 0.2)
@@ -170,17 +172,28 @@ def write_files(outdir: Path, cfg: Config = Config()) -> list[Path]:
                 title="Z -> mu mu and continuum (generated)",
             )
         tmp.chmod(0o644)
-        os.replace(tmp, path)
+        tmp.replace(path)
         paths.append(path)
     return paths
 
 
 def ensure_dataset(outdir: Path, cfg: Config = Config()) -> list[Path]:
-    """The dataset's files, generating them only if some are missing."""
+    """The dataset's files, generating them unless ``outdir`` already holds this very
+    configuration (recorded in ``dataset.json``)."""
+    stamp = outdir / "dataset.json"
     expected = [outdir / f"dimuon_{i:03d}.root" for i in range(cfg.n_files)]
-    if all(p.exists() for p in expected):
+    try:
+        same = json.loads(stamp.read_text()) == asdict(cfg)
+    except (OSError, ValueError):
+        same = False
+    if same and all(p.exists() for p in expected):
         return expected
-    return write_files(outdir, cfg)
+    for old in outdir.glob("dimuon_*.root"):
+        old.unlink()
+    paths = write_files(outdir, cfg)
+    stamp.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+    stamp.chmod(0o644)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """``interlink-htcondor render pod.yaml``: print the job a pod becomes, without submitting.
 
 Shows the submit description, the job spec (``pod.json``) and the sandbox files, from the
-same settings the plugin would use (the running personal pool's embedded defaults, then
-``--config``, then the environment). ConfigMaps, Secrets and projected-volume ConfigMaps
+same settings ``serve`` would use (``--config``, or else the running personal pool's
+embedded defaults; then the environment). ConfigMaps, Secrets and projected-volume ConfigMaps
 are given as manifests, as interLink would attach them.
 """
 
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         "--no-pool-defaults",
         action="store_true",
-        help="ignore the running personal pool's embedded settings",
+        help="without --config, use plain defaults rather than the running pool's embedded ones",
     )
 
 
@@ -99,8 +99,9 @@ def load_pod(path: Path) -> dict[str, Any]:
 
 
 def _settings(args: argparse.Namespace) -> settings.Settings:
+    # As ``serve`` does: the running pool's embedded defaults only without --config.
     base: dict[str, Any] | None = None
-    if not args.no_pool_defaults:
+    if args.config is None and not args.no_pool_defaults:
         try:
             from interlink_htcondor.devpool import embedded_settings, read_info
 

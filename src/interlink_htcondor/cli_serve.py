@@ -32,6 +32,7 @@ from interlink_htcondor.settings import ConfigError, Settings, load
 log = logging.getLogger("interlink_htcondor.serve")
 
 DEFAULT_BACKLOG = 2048
+KEEP_ALIVE_SECONDS = 125
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -243,8 +244,6 @@ def _drop_privileges(account: pwd.struct_passwd) -> None:
 def _serve(
     settings: Settings, sock: socket.socket, ssl_context: ssl.SSLContext | None, token: bytes | None
 ) -> None:
-    import asyncio
-
     import uvicorn
 
     from interlink_htcondor.server import create_app
@@ -256,9 +255,12 @@ def _serve(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # Longer than the Go clients' idle timeout (interLink: 120 s), so that the client,
+        # not the server, closes idle connections (no reuse of a just-closed one).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         server_header=False,
     )
     config.load()
     config.ssl = ssl_context
     server = uvicorn.Server(config)
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # uvloop and httptools when installed

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from interlink_htcondor.cli import UsageError
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace, name: str) -> int:
         return asyncio.run(handler(args))
     except PluginError as e:
         raise UsageError(f"the plugin answered {e.status}: {e.detail.strip()}") from None
-    except OSError as e:
+    except (OSError, httpx.TransportError) as e:
         raise UsageError(f"cannot reach the plugin: {e}") from None
 
 

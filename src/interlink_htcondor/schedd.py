@@ -7,8 +7,10 @@ The event loop never waits on the schedd directly.
 Idempotent submission: the same pod UID never gives two jobs. Within this process a
 per-UID asyncio lock serialises creates; across processes (a restart racing the old
 process, or two replicas on one host) an ``flock`` on ``<shared_dir>/.locks/<uid>`` does.
-Under both locks the schedd is asked for a job carrying the UID before anything is
-written or submitted.
+That lock file also records the pod's job id once submitted, so a repeated create is
+answered without asking the schedd; a submit cut short (the file says "submitting") is
+checked against the schedd before anything is submitted again. The server also answers
+from its job snapshot when that already shows the pod's job.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import shutil
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import htcondor2
 from interlink_htcondor import attrs
 from interlink_htcondor.plan import JobPlan
 from interlink_htcondor.settings import ScheddSettings, Settings
-from interlink_htcondor.status import PROJECTION, REMOVED, job_id
+from interlink_htcondor.status import FROM_HISTORY, PROJECTION, REMOVED, job_id
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +106,92 @@ def quote(value: str) -> str:
     return str(classad2.quote(value))
 
 
-def plain(ad: Any, keys: Iterable[str] | None = None) -> Ad:
-    """A ClassAd as a plain dict of Python values (expressions evaluated, UNDEFINED
-    dropped)."""
+def plain(ad: Any) -> Ad:
+    """A ClassAd as a plain dict of Python values (expressions evaluated, UNDEFINED and
+    ERROR dropped). Iterates the ad's own items: with a projection, only those."""
     out: Ad = {}
-    for k in ad.keys() if keys is None else keys:
-        if k not in ad:
-            continue
-        v = ad.get(k)
+    for k, v in ad.items():
         if isinstance(v, classad2.ExprTree):
             try:
                 v = ad.eval(k)
             except Exception:  # noqa: S112 - an unevaluable expression is as good as absent
                 continue
         if isinstance(v, classad2.Value):
-            continue  # UNDEFINED / ERROR
+            continue
         out[k] = v
     return out
+
+
+@dataclass
+class _Pending:
+    """One create waiting in a submit batch."""
+
+    plan: JobPlan
+    sandbox: Path
+    result: Submitted | None = None
+    error: BaseException | None = None
+
+
+class _Batcher:
+    """Gathers the submits that arrive within ``window`` seconds (at most ``limit``) and
+    hands them to ``run`` (a blocking call in the gateway's pool) as one batch per set of
+    submit commands (a cluster's procs share one template)."""
+
+    def __init__(
+        self,
+        run: Callable[[str, Callable[[], None]], Awaitable[None]],
+        work: Callable[[list[_Pending]], None],
+        window: float = 0.005,
+        limit: int = 64,
+    ) -> None:
+        self._run = run
+        self._work = work
+        self._window = window
+        self._limit = limit
+        self._queue: list[tuple[_Pending, asyncio.Future[Submitted]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._full = asyncio.Event()
+
+    async def submit(self, item: _Pending) -> Submitted:
+        fut: asyncio.Future[Submitted] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if len(self._queue) >= self._limit:
+            self._full.set()
+        if self._flusher is None:
+            self._flusher = asyncio.ensure_future(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self._window)
+            self._full.clear()
+            queue, self._queue = self._queue[: self._limit], self._queue[self._limit :]
+            groups: dict[tuple[str, ...], list[tuple[_Pending, asyncio.Future[Submitted]]]] = {}
+            for item, fut in queue:
+                key = tuple(sorted(item.plan.submit))
+                groups.setdefault(key, []).append((item, fut))
+            await asyncio.gather(*(self._one_batch(g) for g in groups.values()))
+        finally:
+            self._flusher = None
+            if self._queue:
+                self._flusher = asyncio.ensure_future(self._flush())
+
+    async def _one_batch(self, group: list[tuple[_Pending, asyncio.Future[Submitted]]]) -> None:
+        items = [item for item, _ in group]
+        try:
+            await self._run("submit", lambda: self._work(items))
+        except Exception as e:
+            for item in items:
+                if item.result is None and item.error is None:
+                    item.error = e
+        for item, fut in group:
+            if fut.done():
+                continue
+            if item.result is not None:
+                fut.set_result(item.result)
+            else:
+                fut.set_exception(item.error or RuntimeError("submit gave no result"))
 
 
 class ScheddGateway:
@@ -141,6 +212,7 @@ class ScheddGateway:
         self.spool = settings.storage.mode == "spool"
         self.lock_dir = settings.storage.shared_dir / LOCK_DIR
         self.mine = f"{attrs.PLUGIN} == {quote(self.instance)}"
+        self._batcher = _Batcher(self._submit_call, self._submit_batch)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -183,6 +255,10 @@ class ScheddGateway:
         what = "timed out" if isinstance(last, TimeoutError) else str(last) or type(last).__name__
         raise ScheddError(f"schedd {op} failed: {what}") from last
 
+    async def _submit_call(self, op: str, fn: Callable[[], None]) -> None:
+        # Never retried: a timed-out submit may have happened (the markers tell).
+        await self._call(op, fn, retry=False)
+
     def _observe(self, op: str, seconds: float, ok: bool) -> None:
         if self._observer is not None:
             self._observer(op, seconds, ok)
@@ -209,7 +285,7 @@ class ScheddGateway:
 
         def run() -> list[Ad]:
             ads = self._schedd().query(constraint=self.mine, projection=projection)
-            return [plain(a, projection) for a in ads]
+            return [plain(a) for a in ads]
 
         return await self._call("query", run)
 
@@ -220,7 +296,7 @@ class ScheddGateway:
 
         def run() -> list[Ad]:
             ads = self._schedd().query(constraint=constraint, projection=projection)
-            return [plain(a, projection) for a in ads]
+            return [plain(a) for a in ads]
 
         return await self._call("query_pod", run)
 
@@ -233,10 +309,7 @@ class ScheddGateway:
             constraint = self._uid_constraint(batch)
 
             def queue(c: str = constraint) -> list[Ad]:
-                return [
-                    plain(a, projection)
-                    for a in self._schedd().query(constraint=c, projection=projection)
-                ]
+                return [plain(a) for a in self._schedd().query(constraint=c, projection=projection)]
 
             for ad in await self._call("query_missing", queue):
                 found.setdefault(str(ad.get(attrs.POD_UID)), ad)
@@ -247,7 +320,7 @@ class ScheddGateway:
 
             def history(c: str = hconstraint, n: int = len(rest)) -> list[Ad]:
                 ads = self._schedd().history(constraint=c, projection=projection, match=n * 4)
-                return [plain(a, projection) for a in ads]
+                return [{**plain(a), FROM_HISTORY: True} for a in ads]
 
             for ad in await self._call("history", history):
                 found.setdefault(str(ad.get(attrs.POD_UID)), ad)
@@ -262,7 +335,7 @@ class ScheddGateway:
             ads = coll.query(htcondor2.AdType.Startd, projection=projection)
             cpus = mem = gpus = 0
             for ad in ads:
-                p = plain(ad, projection)
+                p = plain(ad)
                 cpus += _num(p.get("Cpus"))
                 mem += _num(p.get("Memory"))
                 gpus += _num(p.get("GPUs"))
@@ -280,44 +353,95 @@ class ScheddGateway:
         return lock
 
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
-        """Submit ``plan`` unless the pod already has a job; idempotent per pod UID."""
-        async with self.uid_lock(plan.pod_uid):
-            # The existence check runs in the same call, under the cross-process lock.
-            return await self._call(
-                "submit", lambda: self._submit_blocking(plan, sandbox), retry=False
-            )
+        """Submit ``plan`` unless the pod already has a job; idempotent per pod UID.
 
-    def _submit_blocking(self, plan: JobPlan, sandbox: Path) -> Submitted:
-        with self._file_lock(plan.pod_uid):
-            schedd = self._schedd()
-            # Asked again under the cross-process lock: another process may have won.
-            ads = schedd.query(
-                constraint=self._uid_constraint([plan.pod_uid]), projection=list(PROJECTION)
-            )
-            if ads:
-                return _existing([plain(a, PROJECTION) for a in ads])
-            write_sandbox(plan, sandbox)
-            description = htcondor2.Submit(self.submit_commands(plan, sandbox))
-            result = schedd.submit(description, count=1, spool=self.spool)
-            if self.spool:
-                schedd.spool(result)
-            cluster = int(result.cluster())
+        Creates that arrive together are submitted together: one schedd transaction (one
+        cluster, one proc per pod) instead of one per pod, which is what makes a burst
+        of creates fast. The existence check runs in the same call, under each pod's
+        cross-process lock.
+        """
+        async with self.uid_lock(plan.pod_uid):
+            return await self._batcher.submit(_Pending(plan, sandbox))
+
+    def _submit_batch(self, batch: list[_Pending]) -> None:
+        """Blocking: lock, check, write and submit a batch; sets each item's outcome."""
+        with contextlib.ExitStack() as stack:
+            todo: list[tuple[_Pending, int, dict[str, str]]] = []
+            schedd = None
+            for item in batch:
+                plan = item.plan
+                try:
+                    marker = stack.enter_context(self._file_lock(plan.pod_uid))
+                    state = _read_marker(marker)
+                    if state.startswith(MARKER_JOB):
+                        item.result = Submitted(state[len(MARKER_JOB) :].strip(), False, {})
+                        continue
+                    if state:
+                        # A submit cut short: only the schedd knows whether it happened.
+                        schedd = schedd or self._schedd()
+                        ads = schedd.query(
+                            constraint=self._uid_constraint([plan.pod_uid]),
+                            projection=list(PROJECTION),
+                        )
+                        if ads:
+                            item.result = _existing([plain(a) for a in ads])
+                            _write_marker(marker, MARKER_JOB + item.result.job_id)
+                            continue
+                    _write_marker(marker, MARKER_SUBMITTING)
+                    write_sandbox(plan, item.sandbox)
+                    todo.append((item, marker, self.submit_commands(plan, item.sandbox)))
+                except Exception as e:  # this pod only; the others go on
+                    item.error = e
+            if not todo:
+                return
+            schedd = schedd or self._schedd()
+            keys = list(todo[0][2])
+            # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
+            template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
+            items = [{f"v{i}": cmds[k] for i, k in enumerate(keys)} for _, _, cmds in todo]
+            try:
+                result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
+                cluster = int(result.cluster())
+                if self.spool:
+                    try:
+                        schedd.spool(result)
+                    except Exception:
+                        # Jobs without their input would wait for ever: take them back.
+                        with contextlib.suppress(Exception):
+                            schedd.act(
+                                htcondor2.JobAction.RemoveX,
+                                f"ClusterId == {cluster}",
+                                _reason("spool failed"),
+                            )
+                        raise
+            except Exception as e:
+                for item, marker, _ in todo:
+                    _write_marker(marker, "")
+                    item.error = e
+                return
             now = int(time.time())
-            ad: Ad = {
-                "ClusterId": cluster,
-                "ProcId": 0,
-                "JobStatus": 1,
-                "QDate": now,
-                "EnteredCurrentStatus": now,
-                attrs.POD_UID: plan.pod_uid,
-                attrs.POD_NAME: plan.name,
-                attrs.POD_NAMESPACE: plan.namespace,
-                attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
-                attrs.CONTAINERS: ",".join(plan.containers),
-                attrs.SANDBOX: str(sandbox),
-                attrs.PLUGIN: self.instance,
-            }
-            return Submitted(f"{cluster}.0", True, ad)
+            for proc, (item, marker, _) in enumerate(todo):
+                jid = f"{cluster}.{proc}"
+                _write_marker(marker, MARKER_JOB + jid)
+                plan = item.plan
+                item.result = Submitted(
+                    jid,
+                    True,
+                    {
+                        "ClusterId": cluster,
+                        "ProcId": proc,
+                        "JobStatus": 1,
+                        "QDate": now,
+                        "EnteredCurrentStatus": now,
+                        attrs.POD_UID: plan.pod_uid,
+                        attrs.POD_NAME: plan.name,
+                        attrs.POD_NAMESPACE: plan.namespace,
+                        attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
+                        attrs.CONTAINERS: ",".join(plan.containers),
+                        attrs.SANDBOX: str(item.sandbox),
+                        attrs.PLUGIN: self.instance,
+                    },
+                )
 
     def submit_commands(self, plan: JobPlan, sandbox: Path) -> dict[str, str]:
         """The plan's submit commands, plus the identity the gateway's queries rely on."""
@@ -338,12 +462,13 @@ class ScheddGateway:
         return commands
 
     @contextlib.contextmanager
-    def _file_lock(self, uid: str) -> Iterator[None]:
+    def _file_lock(self, uid: str) -> Iterator[int]:
+        """The pod's lock file, locked (flock) and open for reading and writing."""
         self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.lock_dir / _safe_name(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            yield fd
         finally:
             os.close(fd)
 
@@ -354,7 +479,7 @@ class ScheddGateway:
         constraint = self._uid_constraint([uid])
 
         def run() -> int:
-            result = self._schedd().act(htcondor2.JobAction.Remove, constraint, reason)
+            result = self._schedd().act(htcondor2.JobAction.Remove, constraint, _reason(reason))
             return _num(plain(result).get("TotalSuccess"))
 
         return await self._call("remove", run)
@@ -363,7 +488,7 @@ class ScheddGateway:
         action = htcondor2.JobAction.RemoveX if force else htcondor2.JobAction.Remove
 
         def run() -> None:
-            self._schedd().act(action, [jid], reason)
+            self._schedd().act(action, [jid], _reason(reason))
 
         await self._call("remove", run)
 
@@ -399,6 +524,29 @@ class ScheddGateway:
             self._observe(op, time.perf_counter() - t0, True)
 
 
+MARKER_SUBMITTING = "submitting\n"
+MARKER_JOB = "job "
+
+
+def _read_marker(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 256).decode(errors="replace")
+
+
+def _write_marker(fd: int, text: str) -> None:
+    # No fsync: the marker must survive the process, not the machine (the page cache
+    # serves the next process; after a machine crash the "submitting" check still holds).
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.ftruncate(fd, 0)
+    os.write(fd, text.encode())
+
+
+def _reason(text: str) -> tuple[str, int]:
+    """``act``'s reason: htcondor2 25.14 drops a plain string and keeps only a
+    ``(text, code)`` tuple (code 1 is HTCondor's "user request")."""
+    return (text, 1)
+
+
 def _existing(ads: list[Ad]) -> Submitted:
     live = [a for a in ads if a.get("JobStatus") != REMOVED] or ads
     best = min(live, key=lambda a: (_num(a.get("ClusterId")), _num(a.get("ProcId"))))
@@ -429,17 +577,24 @@ def _safe_name(uid: str) -> str:
 
 def write_sandbox(plan: JobPlan, sandbox: Path) -> None:
     """Write the plan's files with their modes; nothing may land outside ``sandbox``."""
+    if not sandbox.is_absolute():
+        raise ValueError(f"sandbox {sandbox} is not an absolute path")
     sandbox.mkdir(mode=0o700, parents=True, exist_ok=True)
-    root = sandbox.resolve()
+    made: set[Path] = set()
     for f in plan.files:
         rel = Path(f.path)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
             raise ValueError(f"sandbox file path {f.path!r} escapes the sandbox")
-        target = root / rel
-        _mkdirs(root, rel.parent)
-        with contextlib.suppress(FileNotFoundError):
+        target = sandbox / rel
+        if rel.parent not in made:
+            _mkdirs(sandbox, rel.parent)
+            made.add(rel.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(target, flags, 0o600)
+        except FileExistsError:
             target.unlink()  # never write through an existing file or link
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            fd = os.open(target, flags, 0o600)
         try:
             view = memoryview(f.content)
             while view:

@@ -34,9 +34,15 @@ from interlink_htcondor.logs import LogOptionError, LogOptions, LogSource, follo
 from interlink_htcondor.metrics import CONTENT_TYPE, Metrics
 from interlink_htcondor.schedd import Capacity, ScheddError, ScheddGateway
 from interlink_htcondor.settings import Settings
-from interlink_htcondor.snapshot import JobSnapshot, MissingJobResolver, SnapshotUnavailable
+from interlink_htcondor.snapshot import (
+    JobSnapshot,
+    MissingJobResolver,
+    Snapshot,
+    SnapshotUnavailable,
+)
 from interlink_htcondor.status import (
     COMPLETED,
+    FROM_HISTORY,
     REMOVED,
     FileState,
     PodRef,
@@ -95,7 +101,7 @@ class JsonFormatter(logging.Formatter):
             "session": session_var.get(),
         }
         for k, v in record.__dict__.items():
-            if k not in self._STD and not k.startswith("_"):
+            if k not in self._STD and not k.startswith("_") and k != "color_message":
                 out[k] = v if isinstance(v, str | int | float | bool | None) else str(v)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -309,7 +315,10 @@ class Plugin:
         meta = req.pod.metadata
         uid = meta.uid
         log.info("create", extra={"pod": f"{meta.namespace}/{meta.name}", "uid": uid})
-        snap = self.snapshot.current
+        try:
+            snap: Snapshot | None = await self.snapshot.get()  # shared, at most ~1 s old
+        except SnapshotUnavailable:
+            snap = None
         if snap is not None:
             known = self.snapshot.lookup(snap, uid)
             if known is not None and known.get("JobStatus") != REMOVED:
@@ -379,15 +388,27 @@ class Plugin:
         self, pod: PodRef, ad: dict[str, Any] | None, now: float
     ) -> StatusResult | None:
         file_states = None
-        if ad is not None and ad.get("JobStatus") in (COMPLETED, REMOVED):
+        if ad is not None and (ad.get("JobStatus") == COMPLETED or ad.get(FROM_HISTORY)):
+            # The job is over: its status.json is final (read once, cached).
             file_states = await self._final_file_states(pod, ad)
-        result = pod_status(
-            pod,
-            ad,
-            now=now,
-            held_grace_seconds=self.settings.policy.held_grace_seconds,
-            file_states=file_states,
-        )
+        grace = self.settings.policy.held_grace_seconds
+        result = pod_status(pod, ad, now=now, held_grace_seconds=grace, file_states=file_states)
+        if (
+            result is not None
+            and result.terminal
+            and file_states is None
+            and ad is not None
+            and not self.gateway.spool
+            and runs_wrapper(ad)
+        ):
+            # About to answer a terminal state that interLink will cache for good: take it
+            # from status.json, which also carries the messages the chirped states cannot.
+            sandbox = self.sandbox(pod.namespace, pod.name, pod.uid, ad)
+            if sandbox is not None:
+                live = await asyncio.get_running_loop().run_in_executor(
+                    None, read_status_file, sandbox / STATUS_FILE
+                )
+                result = pod_status(pod, ad, now=now, held_grace_seconds=grace, file_states=live)
         if result is not None and result.remove_reason and ad is not None:
             jid = result.status["JID"]
             if jid not in self._removing:

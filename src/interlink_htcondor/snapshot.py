@@ -77,8 +77,9 @@ class SnapshotUnavailable(Exception):
 class JobSnapshot:
     """A coalesced, rate-limited view of the plugin's jobs.
 
-    ``fetch`` runs the one schedd query. ``max_stale_seconds`` bounds how long a snapshot
-    may still be served while the schedd does not answer.
+    ``fetch`` runs the one schedd query. ``serve_stale_seconds`` (default: one interval)
+    is how much older than the interval a snapshot is still served while its successor is
+    queried; ``max_stale_seconds`` bounds how long one is served while the schedd fails.
     """
 
     def __init__(
@@ -87,12 +88,14 @@ class JobSnapshot:
         refresh_seconds: float,
         *,
         max_stale_seconds: float = 30.0,
+        serve_stale_seconds: float | None = None,
         on_refresh: Callable[[Snapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._refresh = refresh_seconds
         self._max_stale = max_stale_seconds
+        self._serve_stale = refresh_seconds if serve_stale_seconds is None else serve_stale_seconds
         self._on_refresh = on_refresh
         self._clock = clock
         self._current: Snapshot | None = None
@@ -108,17 +111,26 @@ class JobSnapshot:
         return self._current
 
     async def get(self) -> Snapshot:
-        """A snapshot no older than the refresh interval (one query for all callers)."""
+        """A snapshot no older than the refresh interval, one query for all callers.
+
+        Within one more interval, the current snapshot is served at once while the new
+        query runs in the background (calls do not all wait for the schedd every second);
+        older than that, callers wait for the query.
+        """
         now = self._clock()
         cur = self._current
-        if cur is not None and now - cur.started < self._refresh:
-            return cur
+        age = now - cur.started if cur is not None else float("inf")
+        if age < self._refresh:
+            return cur  # type: ignore[return-value]
         if self._inflight is None:
             failure = self._last_failure
             if failure is not None and now - failure[0] < self._refresh:
                 # The schedd just failed: do not hammer it, serve or fail from memory.
                 return self._stale_or_raise(now, failure[1])
             self._inflight = asyncio.ensure_future(self._do_refresh())
+            self._inflight.add_done_callback(_retrieve)
+        if cur is not None and age < self._refresh + self._serve_stale:
+            return cur
         try:
             return await asyncio.shield(self._inflight)
         except Exception as e:
@@ -179,6 +191,12 @@ class JobSnapshot:
     def invalidate(self) -> None:
         """Make the next ``get`` query again (still coalesced)."""
         self._current = None if self._current is None else _aged(self._current)
+
+
+def _retrieve(fut: asyncio.Future[Snapshot]) -> None:
+    # A background refresh may fail with nobody awaiting it; the failure is logged.
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _aged(s: Snapshot) -> Snapshot:

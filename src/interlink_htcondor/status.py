@@ -13,7 +13,7 @@ rules here are what makes a pod Pending, Running, Succeeded or Failed in Kuberne
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -39,6 +39,9 @@ MAX_TRACKED_CONTAINERS = 32
 EXIT_KILLED = 137  # like a container killed by the kubelet (128 + SIGKILL)
 EXIT_FAILED = 1
 
+# Set by the gateway on ads that come from the schedd's history (not a ClassAd attribute).
+FROM_HISTORY = "_InterlinkFromHistory"
+
 # Attributes the status mapping reads (the snapshot query projects exactly these).
 JOB_ATTRS: tuple[str, ...] = (
     "ClusterId",
@@ -57,6 +60,7 @@ JOB_ATTRS: tuple[str, ...] = (
     "RemoveReason",
     "LastRejMatchReason",
     "NumJobStarts",
+    "LastJobStatus",
     "JobUniverse",
     "SingularityImage",
     attrs.POD_UID,
@@ -202,7 +206,14 @@ def pod_status(
     elif status == REMOVED:
         why = _str(ad, "RemoveReason") or "no reason given"
         end = _Terminated(EXIT_KILLED, "JobRemoved", f"HTCondor job {jid} was removed: {why}")
-        states = view.final_states(init_names, app_names, end)
+        if is_stopping(ad):
+            # Still in the queue while the wrapper runs preStop hooks and stops the
+            # containers: they end with their own exit codes in a moment.
+            states = view.live_states(init_names, app_names)
+            _annotate(states, end.message, _int(ad, attrs.HELD_SINCE))
+        else:
+            states = view.final_states(init_names, app_names, end)
+            _annotate(states, end.message, _int(ad, attrs.HELD_SINCE))
     elif status == COMPLETED:
         states = view.final_states(init_names, app_names, _job_exit(ad, jid))
     else:
@@ -339,6 +350,26 @@ class _JobView:
                     finished,
                 )
         return out
+
+
+def is_stopping(ad: Mapping[str, Any]) -> bool:
+    """A removed job still in the queue after running: its starter is stopping it."""
+    return (
+        _int(ad, "JobStatus") == REMOVED
+        and not ad.get(FROM_HISTORY)
+        and _int(ad, "LastJobStatus") in (RUNNING, SUSPENDED, TRANSFERRING_OUTPUT)
+    )
+
+
+def _annotate(states: dict[Kind, list[_State]], message: str, since: int) -> None:
+    """Say why containers that ended with the job's removal ended (they say nothing)."""
+    for kind, group in states.items():
+        states[kind] = [
+            replace(s, message=message)
+            if isinstance(s, _Terminated) and not s.message and (s.finished or since) >= since
+            else s
+            for s in group
+        ]
 
 
 def _all(s: _State, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from interlink_htcondor import jobspec
+from interlink_htcondor import attrs, jobspec
 from interlink_htcondor.devpool import PoolInfo
 from interlink_htcondor.jobside import wrapper
 
@@ -76,14 +79,14 @@ class Result:
 
 def _run(
     pool: PoolInfo,
+    sandbox: Path,
     spec: jobspec.JobSpec,
     *,
     files: dict[str, str] | None = None,
     term_after: float | None = None,
 ) -> Result:
-    """Runs the wrapper as the job user inside the pool, in a fresh sandbox holding
-    ``files`` (as the plugin writes volumes); ``term_after`` sends the wrapper SIGTERM."""
-    sandbox = pool.make_job_dir(f"wrapper-test-{uuid.uuid4().hex[:12]}")
+    """Runs the wrapper as the job user inside the pool, in ``sandbox`` holding ``files``
+    (as the plugin writes volumes); ``term_after`` sends the wrapper SIGTERM."""
     for rel, content in (files or {}).items():
         path = sandbox / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,14 @@ def _spec(containers: list[jobspec.ContainerSpec], **kw: Any) -> jobspec.JobSpec
     )
 
 
+@pytest.fixture
+def sandbox(pool: PoolInfo) -> Iterator[Path]:
+    """A fresh job directory in the pool's shared directory, removed after the test."""
+    path = pool.make_job_dir(f"wrapper-test-{uuid.uuid4().hex[:12]}")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def busybox(pool: PoolInfo) -> str:
     return str(pool.images["busybox"])
@@ -119,7 +130,9 @@ def python_image(pool: PoolInfo) -> str:
     return str(pool.images["python"])
 
 
-def test_hostile_env_and_args_arrive_byte_for_byte(pool: PoolInfo, busybox: str) -> None:
+def test_hostile_env_and_args_arrive_byte_for_byte(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
     env = [*HOSTILE.items(), ("HOME", "/home/custom"), ("bad.name", "x"), ("LAST", "ok")]
     spec = _spec(
         [
@@ -134,7 +147,7 @@ def test_hostile_env_and_args_arrive_byte_for_byte(pool: PoolInfo, busybox: str)
             ),
         ]
     )
-    res = _run(pool, spec)
+    res = _run(pool, sandbox, spec)
     assert res.returncode == 0, res.stderr
     got = dict(item.split(b"=", 1) for item in res.text("env").split(b"\0") if item)
     for name, value in HOSTILE.items():
@@ -146,7 +159,9 @@ def test_hostile_env_and_args_arrive_byte_for_byte(pool: PoolInfo, busybox: str)
     assert args == [v.encode() for v in HOSTILE.values()]
 
 
-def test_volumes_read_only_subpath_and_working_dir(pool: PoolInfo, busybox: str) -> None:
+def test_volumes_read_only_subpath_and_working_dir(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
     spec = _spec(
         [
             jobspec.ContainerSpec(
@@ -177,7 +192,7 @@ def test_volumes_read_only_subpath_and_working_dir(pool: PoolInfo, busybox: str)
         },
     )
     sandbox_files = {"app.conf": "key=value\n", "other": "other file\n"}
-    res = _run(pool, spec, files={f"volumes/cfg/{k}": v for k, v in sandbox_files.items()})
+    res = _run(pool, sandbox, spec, files={f"volumes/cfg/{k}": v for k, v in sandbox_files.items()})
     assert res.returncode == 0, res.stderr
     out = res.text("c").decode().splitlines()
     assert out[:6] == [
@@ -192,7 +207,9 @@ def test_volumes_read_only_subpath_and_working_dir(pool: PoolInfo, busybox: str)
     assert (res.sandbox / "_interlink" / "emptydir" / "scratch" / "new").exists()
 
 
-def test_empty_dir_is_shared_between_containers(pool: PoolInfo, busybox: str) -> None:
+def test_empty_dir_is_shared_between_containers(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
     writer = "echo hello from writer > /data/msg.tmp && mv /data/msg.tmp /data/msg"
     reader = (
         "i=0; while [ ! -e /data/msg ]; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done;"
@@ -217,12 +234,14 @@ def test_empty_dir_is_shared_between_containers(pool: PoolInfo, busybox: str) ->
         ],
         volumes={"data": jobspec.VolumeSpec(kind="emptyDir")},
     )
-    res = _run(pool, spec)
+    res = _run(pool, sandbox, spec)
     assert res.returncode == 0, res.stderr
     assert res.text("reader") == b"hello from writer\nread-only\n"
 
 
-def test_run_uses_the_image_entrypoint_exec_does_not(pool: PoolInfo, python_image: str) -> None:
+def test_run_uses_the_image_entrypoint_exec_does_not(
+    pool: PoolInfo, sandbox: Path, python_image: str
+) -> None:
     show = "import os, sys; print(sys.argv[1:], os.environ.get('LC_ALL'))"
     spec = _spec(
         [
@@ -241,7 +260,7 @@ def test_run_uses_the_image_entrypoint_exec_does_not(pool: PoolInfo, python_imag
             ),
         ]
     )
-    res = _run(pool, spec)
+    res = _run(pool, sandbox, spec)
     assert res.text("run-args") == b"['a b'] C.UTF-8\n"  # the image's environment applies
     assert res.text("exec") == b"['x'] C.UTF-8\n"
     assert res.state("run-default")["reason"] == "Completed"
@@ -257,7 +276,9 @@ def _free_port() -> int:
         return port
 
 
-def test_containers_talk_over_localhost(pool: PoolInfo, busybox: str, python_image: str) -> None:
+def test_containers_talk_over_localhost(
+    pool: PoolInfo, sandbox: Path, busybox: str, python_image: str
+) -> None:
     port = _free_port()
     server = (
         "import http.server, os, threading, time\n"
@@ -291,13 +312,13 @@ def test_containers_talk_over_localhost(pool: PoolInfo, busybox: str, python_ima
         ],
         volumes={"shared": jobspec.VolumeSpec(kind="emptyDir")},
     )
-    res = _run(pool, spec)
+    res = _run(pool, sandbox, spec)
     assert res.returncode == 0, res.stderr
     assert res.text("client") == b"hello over localhost"
     assert res.text("server") == b"serving\n"
 
 
-def test_exit_codes_and_start_failures(pool: PoolInfo, busybox: str) -> None:
+def test_exit_codes_and_start_failures(pool: PoolInfo, sandbox: Path, busybox: str) -> None:
     spec = _spec(
         [
             jobspec.ContainerSpec(name="ok", image=busybox, mode="exec", argv=["true"]),
@@ -310,7 +331,7 @@ def test_exit_codes_and_start_failures(pool: PoolInfo, busybox: str) -> None:
             ),
         ]
     )
-    res = _run(pool, spec)
+    res = _run(pool, sandbox, spec)
     assert res.returncode == 42  # the first failed container in pod order
     assert (res.state("ok")["exit_code"], res.state("ok")["reason"]) == (0, "Completed")
     assert (res.state("exit42")["exit_code"], res.state("exit42")["reason"]) == (42, "Error")
@@ -322,7 +343,7 @@ def test_exit_codes_and_start_failures(pool: PoolInfo, busybox: str) -> None:
     assert "/nonexistent/image.sif" in noimage["message"]
 
 
-def test_memory_limit_with_real_apptainer(pool: PoolInfo, python_image: str) -> None:
+def test_memory_limit_with_real_apptainer(pool: PoolInfo, sandbox: Path, python_image: str) -> None:
     hog = "b = []\nimport time\nwhile True:\n    b.append(bytearray(8 << 20)); time.sleep(0.02)\n"
     small = "import time; x = bytearray(16 << 20); time.sleep(1); print('fine')"
     limit = 128 << 20
@@ -345,14 +366,16 @@ def test_memory_limit_with_real_apptainer(pool: PoolInfo, python_image: str) -> 
             ),
         ]
     )
-    res = _run(pool, spec)
+    res = _run(pool, sandbox, spec)
     hog_state = res.state("hog")
     assert (hog_state["exit_code"], hog_state["reason"]) == (137, "OOMKilled")
     assert res.state("small")["reason"] == "Completed" and res.text("small") == b"fine\n"
     assert res.returncode == 137
 
 
-def test_sigterm_runs_prestop_in_the_container_then_stops_it(pool: PoolInfo, busybox: str) -> None:
+def test_sigterm_runs_prestop_in_the_container_then_stops_it(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
     main = (
         "trap 'echo term >> /shared/events; exit 0' TERM; echo started > /shared/started;"
         " while true; do sleep 0.1; done"
@@ -373,9 +396,82 @@ def test_sigterm_runs_prestop_in_the_container_then_stops_it(pool: PoolInfo, bus
         volumes={"shared": jobspec.VolumeSpec(kind="emptyDir")},
         termination_grace_seconds=10,
     )
-    res = _run(pool, spec, term_after=5)
+    res = _run(pool, sandbox, spec, term_after=5)
     events = res.sandbox / "_interlink" / "emptydir" / "shared" / "events"
     assert events.read_text() == "prestop-same-env\nterm\n"
     st = res.state("main")
     assert (st["state"], st["exit_code"], st["reason"]) == ("terminated", 0, "Completed")
     assert res.status["message"] == "the job was asked to stop (SIGTERM)"
+
+
+def test_states_reach_the_job_ad_through_condor_chirp(
+    pool: PoolInfo, schedd: Any, sandbox: Path, wait_job: Any, busybox: str
+) -> None:
+    """The wrapper as a real vanilla job: condor_chirp found at run time, states live."""
+    import htcondor2
+
+    ctl = sandbox / "ctl"
+    ctl.mkdir()
+    os.chown(ctl, pool.job_uid, pool.job_gid)
+    spec = jobspec.JobSpec(
+        pod=jobspec.PodIdentity(uid=str(uuid.uuid4()), name="chirp-test", namespace="tests"),
+        volumes={"ctl": jobspec.VolumeSpec(kind="host", path=str(ctl))},
+        init_containers=[
+            jobspec.ContainerSpec(name="init", image=busybox, mode="exec", argv=["true"])
+        ],
+        containers=[
+            jobspec.ContainerSpec(
+                name="main",
+                image=busybox,
+                mode="exec",
+                argv=["sh", "-c", "while [ ! -e /ctl/go ]; do sleep 0.2; done; exit 3"],
+                mounts=[jobspec.MountSpec(volume="ctl", mount_path="/ctl", read_only=True)],
+            )
+        ],
+    )
+    (sandbox / jobspec.SPEC_FILE).write_bytes(spec.to_json())
+    exe = sandbox / jobspec.WRAPPER_FILE
+    exe.write_bytes(Path(wrapper.__file__).read_bytes())
+    exe.chmod(0o755)
+    for path in sandbox.iterdir():
+        os.chown(path, pool.job_uid, pool.job_gid)
+    submit = htcondor2.Submit(
+        {
+            "universe": "vanilla",
+            "executable": str(exe),
+            "arguments": jobspec.SPEC_FILE,
+            "initialdir": str(sandbox),
+            "should_transfer_files": "NO",
+            "transfer_executable": "false",
+            "output": "wrapper.out",
+            "error": "wrapper.err",
+            "request_memory": "64",
+            "+WantIOProxy": "true",
+        }
+    )
+    cluster = schedd.submit(submit).cluster()
+    try:
+        deadline = time.monotonic() + 180
+        live = None
+        while time.monotonic() < deadline:
+            ads = schedd.query(f"ClusterId == {cluster}", projection=["InterlinkStateC0"])
+            live = ads[0].get("InterlinkStateC0") if ads else None
+            if isinstance(live, str) and live.startswith("running "):
+                break
+            time.sleep(0.5)
+        assert isinstance(live, str) and live.startswith("running "), live
+        (ctl / "go").touch()
+        ad = wait_job(cluster)
+    finally:
+        schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster} && JobStatus != 4")
+    main = attrs.decode_state(ad["InterlinkStateC0"])
+    init = attrs.decode_state(ad["InterlinkStateI0"])
+    assert main is not None and (main.state, main.exit_code, main.reason) == (
+        "terminated",
+        3,
+        "Error",
+    )
+    assert init is not None and (init.state, init.reason) == ("terminated", "Completed")
+    assert main.finished >= main.started >= init.finished > 0
+    assert ad["ExitCode"] == 3
+    assert "condor_chirp" not in (sandbox / "wrapper.err").read_text()  # no chirp failure

@@ -18,7 +18,7 @@ from interlink_htcondor.dask.template import (
 
 
 def test_default_image_is_dask_of_the_client_version() -> None:
-    assert DEFAULT_IMAGE == f"ghcr.io/dask/dask:{distributed.__version__}"
+    assert f"ghcr.io/dask/dask:{distributed.__version__}" == DEFAULT_IMAGE
     assert WorkerTemplate().image == DEFAULT_IMAGE
 
 
@@ -32,8 +32,8 @@ def test_args_follow_dask_kubernetes_and_fit_remote_slots() -> None:
         extra_args=["--resources", "GPU=1"],
     )
     args = t.args()
-    assert args[:3] == ["dask-worker", "--name", "$(DASK_WORKER_NAME)"]
-    opts = dict(zip(args[3::2], args[4::2], strict=False))
+    assert args[:4] == ["dask", "worker", "--name", "$(DASK_WORKER_NAME)"]
+    opts = dict(zip(args[4::2], args[5::2], strict=False))
     assert opts["--nthreads"] == "2"
     assert opts["--memory-limit"] == str(1536 * 1024 * 1024)
     assert opts["--death-timeout"] == "90"

@@ -42,7 +42,7 @@ def test_worker_part_is_the_template_aimed_at_the_virtual_node() -> None:
     assert pod["nodeSelector"] == {"virtual-node.interlink/type": "virtual-kubelet"}
     assert pod["tolerations"][0]["key"] == "virtual-node.interlink/no-schedule"
     (c,) = pod["containers"]
-    assert c["args"][:3] == ["dask-worker", "--name", "$(DASK_WORKER_NAME)"]
+    assert c["args"][:4] == ["dask", "worker", "--name", "$(DASK_WORKER_NAME)"]
     assert {"name": "DASK_SCHEDULER_ADDRESS", "value": ADDRESS} in c["env"]
     assert c["resources"]["limits"]["memory"] == "3Gi"
     assert worker["metadata"]["annotations"][ACCOUNTING_GROUP] == "group_cms"
@@ -146,7 +146,8 @@ def test_scale_down_cancels_pending_workers_not_connected_ones() -> None:
 def test_scale_down_below_the_pending_count_cancels_newest_pending_first() -> None:
     deps = deployments(5)
     names = [d["metadata"]["name"] for d in deps]
-    pods = [pod_of(d, p) for d, p in zip(deps, ["Running", "Running", "Pending", "Pending", "Pending"], strict=True)]
+    phases = ["Running", "Running", "Pending", "Pending", "Pending"]
+    pods = [pod_of(d, p) for d, p in zip(deps, phases, strict=True)]
     plan = plan_scale_down(deps, pods, names[:2], 4)
     assert plan.cancel == [names[4]]
 
@@ -154,7 +155,8 @@ def test_scale_down_below_the_pending_count_cancels_newest_pending_first() -> No
 def test_scale_down_past_the_pending_ones_leaves_the_rest_to_graceful_retirement() -> None:
     deps = deployments(4)
     names = [d["metadata"]["name"] for d in deps]
-    pods = [pod_of(d, p) for d, p in zip(deps, ["Running", "Running", "Running", "Pending"], strict=True)]
+    phases = ["Running", "Running", "Running", "Pending"]
+    pods = [pod_of(d, p) for d, p in zip(deps, phases, strict=True)]
     plan = plan_scale_down(deps, pods, names[:3], 1)
     assert plan.cancel == [names[3]]
     assert plan.retire == 2  # the operator retires two connected workers through the scheduler

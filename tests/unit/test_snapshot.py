@@ -70,7 +70,7 @@ async def test_concurrent_calls_share_one_query() -> None:
 async def test_refresh_at_most_once_per_interval() -> None:
     clock = Clock()
     fetch = Fetcher([job("a", 1)])
-    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    snap = JobSnapshot(fetch, 1.0, clock=clock, serve_stale_seconds=0)
     await snap.get()
     clock.t += 0.5
     await snap.get()
@@ -80,10 +80,28 @@ async def test_refresh_at_most_once_per_interval() -> None:
     assert fetch.calls == 2
 
 
+async def test_stale_snapshot_served_while_the_next_is_queried() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1, status=1)], delay=0.05)
+    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    first = await snap.get()
+    clock.t += 1.5  # older than the interval, within one more: served at once
+    fetch.ads = [job("a", 1, status=2)]
+    again = await asyncio.gather(*(snap.get() for _ in range(50)))
+    assert all(s is first for s in again)
+    await asyncio.sleep(0.1)  # the one background query ends
+    assert fetch.calls == 2
+    assert snap.lookup(await snap.get(), "a")["JobStatus"] == 2
+    clock.t += 5  # far too old: callers wait for the query
+    fetch.ads = []
+    assert snap.lookup(await snap.get(), "a") is None
+    assert fetch.calls == 3
+
+
 async def test_pending_submit_visible_until_a_later_query_sees_it() -> None:
     clock = Clock()
     fetch = Fetcher([])
-    snap = JobSnapshot(fetch, 1.0, clock=clock)
+    snap = JobSnapshot(fetch, 1.0, clock=clock, serve_stale_seconds=0)
     s1 = await snap.get()
     clock.t += 0.1
     snap.note_submitted("new", job("new", 5, status=1))

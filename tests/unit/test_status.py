@@ -11,6 +11,7 @@ from interlink_htcondor.attrs import ContainerState, encode_state
 from interlink_htcondor.status import (
     COMPLETED,
     EXIT_KILLED,
+    FROM_HISTORY,
     HELD,
     IDLE,
     PROJECTION,
@@ -276,6 +277,44 @@ def test_removed_is_terminated_with_reason() -> None:
     assert "condor_rm" in main["terminated"]["message"]
     assert side["terminated"]["reason"] == "JobRemoved"
     assert r.terminal
+
+
+def test_removed_while_running_waits_for_the_wrapper() -> None:
+    stopping = ad(
+        REMOVED,
+        LastJobStatus=RUNNING,
+        RemoveReason="admin cleanup",
+        EnteredCurrentStatus=100,
+        InterlinkStateC0=st("running", start=3),
+        InterlinkStateC1=st("terminated", 143, "", 3, 101),
+    )
+    r = run(stopping)
+    main, side = states(r)
+    assert "running" in main  # preStop hooks and the grace period are still under way
+    assert side["terminated"]["exitCode"] == 143
+    assert "admin cleanup" in side["terminated"]["message"]
+    assert not r.terminal
+    # Once it left the queue, the history ad is final.
+    r = run({**stopping, FROM_HISTORY: True})
+    main, side = states(r)
+    assert main["terminated"]["exitCode"] == EXIT_KILLED
+    assert side["terminated"]["exitCode"] == 143
+    assert r.terminal
+
+
+def test_removal_does_not_relabel_containers_that_ended_before() -> None:
+    r = run(
+        ad(
+            REMOVED,
+            RemoveReason="pod deleted",
+            EnteredCurrentStatus=500,
+            InterlinkStateC0=st("terminated", 0, "", 3, 10),
+            InterlinkStateC1=st("terminated", 143, "", 3, 501),
+        )
+    )
+    main, side = states(r)
+    assert "message" not in main["terminated"]
+    assert "pod deleted" in side["terminated"]["message"]
 
 
 def test_containers_from_pod_when_ad_lacks_them() -> None:

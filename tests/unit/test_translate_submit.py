@@ -277,7 +277,7 @@ def test_container_universe() -> None:
         "python:3.11",
         command=["/usr/bin/python3", "-c", "import os; print(os.environ['MSG'])"],
         args=["it's", 'say "hi"', "", "$HOME $(X)", "a b"],
-        env=[{"name": "MSG", "value": "hello 'world' \"x\" $5"}],
+        env=[{"name": "MSG", "value": "hello 'world' \"x\" 5%"}],
         resources={"requests": {"cpu": "2"}},
     )
     s = translate(
@@ -291,7 +291,7 @@ def test_container_universe() -> None:
     ).submit
     assert s["universe"] == "container"
     assert s["container_image"] == "/images/py.sif"
-    assert s["should_transfer_container"] == "no"
+    assert s["transfer_container"] == "false"
     assert s["executable"] == "/usr/bin/python3"
     assert s["transfer_executable"] == "false"
     assert (s["output"], s["error"]) == ("job.stdout", "job.stderr")
@@ -302,7 +302,9 @@ def test_container_universe() -> None:
         "\"'-c' 'import os; print(os.environ[''MSG''])' 'it''s' 'say \"\"hi\"\"' '' "
         "'$HOME $(X)' 'a b'\""
     )
-    assert sub.expand("environment") == "\"MSG='hello ''world'' \"\"x\"\" $5'\""
+    assert sub.expand("environment") == "\"MSG='hello ''world'' \"\"x\"\" 5%'\""
+    # the container runs in its scratch directory; output comes back at the end
+    assert s["should_transfer_files"] == "YES"
     assert s["request_cpus"] == "2"
 
 
@@ -322,7 +324,7 @@ def test_container_universe_with_image_entrypoint() -> None:
     ).submit
     assert "executable" not in s and "arguments" not in s
     assert s["container_image"] == "docker://busybox:1.36"
-    assert "should_transfer_container" not in s
+    assert "transfer_container" not in s
 
 
 @pytest.mark.parametrize(
@@ -373,6 +375,9 @@ def test_container_modes_refuse_what_they_cannot_run(p: dict[str, Any], match: s
             "cannot be passed by HTCondor",
         ),
         (container(command=["/bin/sh", "-c", "echo $$$$"]), "cannot be expressed"),
+        (container(command=["/bin/true"], env=[{"name": "X", "value": "$(id)"}]), "evaluate"),
+        (container(command=["/bin/true"], env=[{"name": "X", "value": "`id`"}]), "evaluate"),
+        (container(command=["/bin/true"], env=[{"name": "X", "value": "a\\b"}]), "evaluate"),
     ],
 )
 def test_container_universe_errors(c: dict[str, Any], match: str) -> None:

@@ -42,6 +42,8 @@ def h(tmp_path: Path) -> Harness:
 
 
 def _chirped(run, attr: str) -> list[attrs.ContainerState]:  # type: ignore[no-untyped-def]
+    """The states sent for ``attr``, in order. The wrapper sends only the newest pending
+    value of an attribute, so a quick transition may be skipped, never reordered."""
     out = []
     for argv in run.chirps:
         assert argv[0] == "set_job_attr" and len(argv) == 3
@@ -67,7 +69,7 @@ def test_hello_world_logs_states_and_status(h: Harness) -> None:
     assert run.status["final"] is True and run.status["exit_code"] == 0
     assert run.status["pod"] == {"uid": "uid-1", "name": "pod", "namespace": "ns"}
     states = _chirped(run, "InterlinkStateC0")
-    assert [s.state for s in states] == ["running", "terminated"]
+    assert [s.state for s in states] in (["running", "terminated"], ["terminated"])
     assert states[-1] == attrs.ContainerState(
         "terminated", 0, "Completed", st["started"], st["finished"]
     )
@@ -106,7 +108,9 @@ def test_init_containers_run_in_order_and_fail_fast(h: Harness, tmp_path: Path) 
         assert st["state"] == "terminated" and st["exit_code"] != 0
         assert st["reason"] == "InitContainerFailed" and "second" in st["message"]
     assert _chirped(run, "InterlinkStateC0")[-1].reason == "InitContainerFailed"
-    assert [s.state for s in _chirped(run, "InterlinkStateI1")] == ["running", "terminated"]
+    assert _chirped(run, "InterlinkStateI1")[-1] == attrs.ContainerState(
+        "terminated", 3, "Error", run.state("second")["started"], run.state("second")["finished"]
+    )
 
 
 def test_app_containers_run_in_parallel(h: Harness, tmp_path: Path) -> None:
@@ -195,6 +199,9 @@ def test_logs_are_written_while_the_container_runs(h: Harness, tmp_path: Path) -
         time.sleep(0.05)
     status = json.loads((h.sandbox / "status.json").read_text())
     assert status["final"] is False and status["containers"][0]["state"] == "running"
+    while not h.chirp_file.exists() or "running" not in h.chirp_file.read_text():
+        assert time.monotonic() < end, "the running state was not sent while running"
+        time.sleep(0.05)
     go.touch()
     run = h.finish()
     assert run.text("live") == b"first\nsecond\n"
@@ -354,7 +361,7 @@ def test_restart_on_failure_counts_restarts(h: Harness, tmp_path: Path) -> None:
     assert (st["reason"], st["restart_count"]) == ("Completed", 2)
     assert run.text("flaky") == b"attempt 0\nattempt 1\nattempt 2\n"
     reasons = [s.reason for s in _chirped(run, "InterlinkStateC0")]
-    assert reasons.count("CrashLoopBackOff") == 2
+    assert reasons[-1] == "Completed" and reasons.count("CrashLoopBackOff") <= 2
 
 
 def test_restart_never_keeps_the_failure(h: Harness, tmp_path: Path) -> None:
@@ -468,7 +475,7 @@ def test_chirp_found_on_path(h: Harness, tmp_path: Path) -> None:
         env={"PATH": f"{h.bin}:{os.environ['PATH']}"},
     )
     assert run.returncode == 0
-    assert [s.state for s in _chirped(run, "InterlinkStateC0")] == ["running", "terminated"]
+    assert _chirped(run, "InterlinkStateC0")[-1].reason == "Completed"
 
 
 def test_unknown_spec_version_is_refused(h: Harness) -> None:
@@ -517,3 +524,21 @@ def test_restart_always_restarts_after_success_until_stopped(h: Harness, tmp_pat
     st = run.state("loop")
     assert st["restart_count"] >= 2 and st["state"] == "terminated"
     assert run.returncode == 0  # every run succeeded; the pod was stopped, not failed
+
+
+def test_memory_of_a_daemon_that_left_the_tree_counts(h: Harness) -> None:
+    # Double fork: the grandchild is reparented away from the container's tree but stays in
+    # its session, where the monitor's periodic full scan finds it.
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    if os.fork() == 0:\n"
+        "        b = []\n"
+        "        for _ in range(100): b.append(bytearray(16 << 20)); time.sleep(0.05)\n"
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "os.wait(); time.sleep(60)\n"
+    )
+    run = h.run(h.spec([container("forker", py(code), memory_limit_bytes=96 << 20)]))
+    assert run.state("forker")["reason"] == "OOMKilled"
+    assert run.elapsed < 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import time
 
 import pytest
 from _wrapper_harness import WRAPPER, oldest_python
@@ -248,3 +249,24 @@ def test_process_tree_follows_children_and_session() -> None:
     assert sorted(w.process_tree(procs, 10)) == [10, 11, 12, 13, 14]
     # Apptainer's own processes are not the container's memory.
     assert w.tree_memory(procs, 10, precise=False) == 10 + 1000 + 5 + 7
+
+
+def test_descendants_reads_the_live_tree() -> None:
+    import sys
+
+    sleeper = "import time; time.sleep(30)"
+    code = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {sleeper!r}])"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 10
+        tree = w.descendants(parent.pid)
+        while tree is not None and len(tree) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            tree = w.descendants(parent.pid)
+        assert tree is not None and tree[0] == parent.pid and len(tree) == 2
+        child = w.read_proc(tree[1])
+        assert child is not None and child.ppid == parent.pid and child.rss > 0
+        assert sorted(w.process_tree(w.scan_processes(), parent.pid)) == sorted(tree)
+    finally:
+        w.kill_tree(parent.pid, 9)
+        parent.wait()

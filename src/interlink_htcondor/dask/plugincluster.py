@@ -321,6 +321,11 @@ class PluginCluster(SpecCluster):
     def template(self) -> WorkerTemplate:
         return self._backend.template
 
+    def set_template(self, template: WorkerTemplate | None = None, **options: Any) -> None:
+        """Change the pod of workers created from now on (running ones keep theirs)."""
+        base = template or self._backend.template
+        self._backend.template = base.with_options(**options) if options else base
+
     @property
     def plugin_url(self) -> str:
         return self._backend.url
@@ -468,6 +473,10 @@ class PluginCluster(SpecCluster):
 
     # -- what the user sees -------------------------------------------------------------
 
+    def jobs(self) -> dict[str, str]:
+        """HTCondor job id of every worker pod the plugin accepted, by worker name."""
+        return {n: r.job_id for n, r in list(self._backend.records.items()) if r.job_id}
+
     def counts(self) -> Counts:
         phases = [self._phase(n) for n in list(self.worker_spec)]
         return Counts.of(phases, failed=len(self.failures), requested=len(self.worker_spec))
@@ -570,9 +579,8 @@ class PluginCluster(SpecCluster):
         display.update(counts, self.notes())
         # The in-process scheduler's own view: scheduler_info keeps a worker's status
         # from when it joined (often "init").
-        running = sum(
-            1 for ws in list(self.scheduler.workers.values()) if ws.status == Status.running
-        )
+        workers = list(self.scheduler.workers.values()) if self.scheduler is not None else []
+        running = len([ws for ws in workers if ws.status == Status.running])
         if running >= n:
             return True
         new_failures = self.failures[start_failures:]

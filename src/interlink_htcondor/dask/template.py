@@ -58,7 +58,9 @@ class WorkerTemplate:
     extra_args: Sequence[str] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
-    worker_command: Sequence[str] = ("dask-worker",)
+    # distributed >= 2024 installs only the ``dask`` command (``dask worker``); the old
+    # ``dask-worker`` script that dask-kubernetes still names is gone.
+    worker_command: Sequence[str] = ("dask", "worker")
 
     def __post_init__(self) -> None:
         if self.nthreads < 1:
@@ -79,7 +81,7 @@ class WorkerTemplate:
         return int(parse_quantity(self.memory))  # type: ignore[no-untyped-call]
 
     def args(self) -> list[str]:
-        """dask-worker argv; ``$(DASK_WORKER_NAME)`` is expanded by the kubelet or plugin."""
+        """Worker argv; ``$(DASK_WORKER_NAME)`` is expanded by the kubelet or plugin."""
         args = [*self.worker_command, "--name", "$(DASK_WORKER_NAME)"]
         args += ["--nthreads", str(self.nthreads)]
         # The job wrapper kills at the pod limit; dask's own spill/pause/terminate

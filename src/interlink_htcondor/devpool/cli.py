@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
+import subprocess
 import sys
 
 from . import config, daemons
@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         help=f"memory per slot in MiB (default {config.PoolConfig.slot_memory_mib})",
     )
     up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"collector port on 127.0.0.1 (default {config.PoolConfig.port})",
+    )
+    up.add_argument(
         "--timeout", type=float, default=180, help="seconds to wait for the daemons (default 180)"
     )
     up.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -58,6 +64,7 @@ def _up(args: argparse.Namespace) -> int:
     info = ensure_up(
         slots=args.slots,
         slot_memory_mib=args.slot_memory,
+        port=args.port,
         timeout=args.timeout,
         say=None if args.quiet else _say,
     )
@@ -117,7 +124,10 @@ def _logs(args: argparse.Namespace) -> int:
     if args.follow:
         argv.append("-F")
     sys.stdout.flush()
-    os.execvp("tail", [*argv, str(path)])
+    try:
+        return subprocess.run([*argv, str(path)], check=False).returncode
+    except KeyboardInterrupt:
+        return 0
 
 
 _ACTIONS = {"up": _up, "env": _env, "status": _status, "down": _down, "logs": _logs}

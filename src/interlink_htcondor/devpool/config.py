@@ -17,7 +17,7 @@ JOB_UID = 7411
 JOB_GID = 7411
 
 # File name of the pool's IDTOKEN inside the token directory.
-TOKEN_FILE = "pool.token"
+TOKEN_FILE = "pool.token"  # noqa: S105 (a file name, not a secret)
 
 # Image names the pool builds, to the image references that map to them.
 IMAGE_NAMES = ("busybox", "python")
@@ -60,8 +60,9 @@ def condor_config_text(cfg: PoolConfig) -> str:
     return f"""\
 # Written by `interlink-htcondor pool up` at every start; edits are overwritten.
 
-# Loopback only: the pool is for this machine.
+# Loopback only: the pool is for this machine (advertised addresses and listening sockets).
 NETWORK_INTERFACE = 127.0.0.1
+BIND_ALL_INTERFACES = False
 CONDOR_HOST = 127.0.0.1
 COLLECTOR_HOST = {cfg.collector}
 SHARED_PORT_PORT = {cfg.port}
@@ -115,8 +116,8 @@ def client_env(
     """Environment that points the htcondor2 bindings (and tools) at the pool.
 
     ``CONDOR_CONFIG=ONLY_ENV`` makes HTCondor read no file at all, so the result is the same in
-    every process whatever the machine's own HTCondor configuration. Root clients read
-    ``SEC_TOKEN_SYSTEM_DIRECTORY``, others ``SEC_TOKEN_DIRECTORY``: both name the same directory.
+    every process whatever the machine's own HTCondor configuration. ``token_dir`` must belong
+    to the client's user: HTCondor reads only token files the reading user owns.
     """
     env = {
         "CONDOR_CONFIG": "ONLY_ENV",

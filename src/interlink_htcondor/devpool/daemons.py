@@ -101,15 +101,25 @@ def parent(pid: int) -> int:
 def namespace(pid: int, kind: str = "pid") -> str:
     """``/proc/PID/ns/KIND`` link text ("" when unreadable, as for non-root callers)."""
     with contextlib.suppress(OSError):
-        return os.readlink(f"/proc/{pid}/ns/{kind}")
+        return str(Path(f"/proc/{pid}/ns/{kind}").readlink())
     return ""
+
+
+def _is_init_cmdline(pid: int, rootfs: Path | None = None) -> bool:
+    """The command line is the pool's first shell (`sh -c SCRIPT NAME ROOTFS ...`), not the
+    `unshare` that started it (whose arguments contain the same words)."""
+    args = _read(f"/proc/{pid}/cmdline").split("\0")
+    return (
+        len(args) > 4
+        and args[0] == "sh"
+        and args[3] == INIT_NAME
+        and (rootfs is None or args[4] == str(rootfs))
+    )
 
 
 def is_pool_init(pid: int, ns: str | None = None) -> bool:
     """``pid`` is a live first process of a pool (in PID namespace ``ns`` when given)."""
-    if pid <= 0 or not alive(pid):
-        return False
-    if INIT_NAME not in _read(f"/proc/{pid}/cmdline").split("\0"):
+    if pid <= 0 or not alive(pid) or not _is_init_cmdline(pid):
         return False
     if ns:
         current = namespace(pid)
@@ -123,8 +133,10 @@ def _pids() -> list[int]:
 
 
 def processes_in(ns: str) -> list[int]:
-    """Live processes in PID namespace ``ns``."""
-    return [p for p in _pids() if namespace(p) == ns and alive(p)] if ns else []
+    """Live processes in PID namespace ``ns`` (never this process's own namespace)."""
+    if not ns or ns == namespace(os.getpid()):
+        return []
+    return [p for p in _pids() if namespace(p) == ns and alive(p)]
 
 
 def condor_processes() -> list[tuple[int, str]]:
@@ -135,6 +147,11 @@ def condor_processes() -> list[tuple[int, str]]:
         if comm.startswith("condor_") and alive(p):
             out.append((p, comm))
     return out
+
+
+def find_inits(rootfs: Path) -> list[int]:
+    """Live first processes of pools running from ``rootfs`` (whatever the info file says)."""
+    return [p for p in _pids() if _is_init_cmdline(p, rootfs) and alive(p)]
 
 
 def find_master(init_pid: int) -> int:
@@ -215,7 +232,9 @@ def run_in_namespace(
     )
 
 
-def condor_tool(init_pid: int, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+def condor_tool(
+    init_pid: int, *argv: str, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
     """A condor tool inside the pool as root (local config and authentication)."""
     return run_in_namespace(init_pid, list(argv), user="root", timeout=timeout)
 
@@ -239,12 +258,13 @@ def create_token(init_pid: int, identity_user: str, deadline: float) -> str:
 
 
 def write_token(token_dir: Path, token: str, uid: int, gid: int) -> None:
-    """Token directory 0700 and file 0600, both owned by the job user; written atomically."""
+    """Token directory 0700 and file 0600, both owned by ``uid``; written atomically."""
     token_dir.mkdir(parents=True, exist_ok=True)
     os.chown(token_dir, uid, gid)
     token_dir.chmod(0o700)
     tmp = token_dir / (config.TOKEN_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     os.chown(tmp, uid, gid)

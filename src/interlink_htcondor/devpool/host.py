@@ -10,6 +10,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -63,7 +64,7 @@ def run_step(
     PoolError naming the step, the log, and its last line."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        out.write(("\n$ " + " ".join(argv) + "\n").encode())
+        out.write(f"\n[{time.strftime('%H:%M:%S')}] $ {' '.join(argv)}\n".encode())
         out.flush()
         try:
             proc = subprocess.run(

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -179,8 +180,23 @@ def _apptainer_build(
 # -- busybox -----------------------------------------------------------------------------------
 
 
+def busybox_key() -> str:
+    return _key("busybox")
+
+
+def python_key(pins: dict[str, str]) -> str:
+    return _key("python", PYTHON_SUITE, PYTHON_DEBS, pins)
+
+
+def all_current(paths: PoolPaths) -> bool:
+    """Every image is built and matches this environment (cheap: no build, no network)."""
+    return is_current(paths, "busybox", busybox_key()) and is_current(
+        paths, "python", python_key(host_pins())
+    )
+
+
 def build_busybox(paths: PoolPaths, init_pid: int) -> Path:
-    key = _key("busybox")
+    key = busybox_key()
     if is_current(paths, "busybox", key):
         return paths.image("busybox")
     log = paths.build_logs / "image-busybox.log"
@@ -219,6 +235,12 @@ def build_busybox(paths: PoolPaths, init_pid: int) -> Path:
     return paths.image("busybox")
 
 
+def _open_root(stage: Path) -> None:
+    """Let the job user through the image's /root: Apptainer creates bind points (the job's
+    directory, e.g. under /root/.cache/interlink-htcondor) inside the image's tree."""
+    (stage / "root").chmod(0o755)
+
+
 def _busybox_stage(stage: Path, binary: Path) -> Path:
     (stage / "bin").mkdir(parents=True)
     shutil.copy2(binary, stage / "bin" / "busybox")
@@ -235,7 +257,7 @@ def _busybox_stage(stage: Path, binary: Path) -> Path:
     for d in ("etc", "root", "home", "proc", "sys", "dev", "var", "tmp"):
         (stage / d).mkdir(exist_ok=True)
     (stage / "tmp").chmod(0o1777)
-    (stage / "root").chmod(0o700)
+    (stage / "root").chmod(0o755)  # see _open_root
     (stage / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (stage / "etc" / "group").write_text("root:x:0:\n")
     return stage
@@ -244,11 +266,22 @@ def _busybox_stage(stage: Path, binary: Path) -> Path:
 # -- python ------------------------------------------------------------------------------------
 
 
-def build_python(paths: PoolPaths, init_pid: int, mirror: str) -> Path:
+@dataclass(frozen=True)
+class PythonStage:
+    """A prepared (not yet packed) python image root."""
+
+    stage: Path
+    key: str
+    pins: dict[str, str]
+
+
+def prepare_python(paths: PoolPaths, mirror: str) -> PythonStage | None:
+    """Everything of the python image that needs no pool: wheels, a bookworm root with them
+    installed. None when the built image is current. Runs while the pool's root fs is built."""
     pins = host_pins()
-    key = _key("python", PYTHON_SUITE, PYTHON_DEBS, pins)
+    key = python_key(pins)
     if is_current(paths, "python", key):
-        return paths.image("python")
+        return None
     log = paths.build_logs / "image-python.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
@@ -256,59 +289,48 @@ def build_python(paths: PoolPaths, init_pid: int, mirror: str) -> Path:
     wheels = paths.build / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     run_step(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "-q",
-            "--only-binary=:all:",
-            "--no-deps",
-            "-d",
-            str(wheels),
-            *specs,
-        ],
+        [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps",
+         "-d", str(wheels), *specs],
         log,
         "downloading wheels for the python image",
         hint="is PyPI reachable?",
-    )
+    )  # fmt: skip
     stage = paths.images / ".work" / "python"
+    stage.parent.mkdir(parents=True, exist_ok=True)
     rootfs.debootstrap(stage, PYTHON_SUITE, mirror, log, include=PYTHON_DEBS)
     inside = stage / "tmp" / "wheels"
     shutil.copytree(wheels, inside)
     run_step(
-        rootfs.chroot_argv(
-            stage,
-            "python3",
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-index",
-            "--no-deps",
-            "--no-cache-dir",
-            "--break-system-packages",
-            "--root-user-action=ignore",
-            "--find-links",
-            "/tmp/wheels",
-            *specs,
-        ),
+        rootfs.chroot_argv(stage, "python3", "-m", "pip", "install", "-q", "--no-index",
+                           "--no-deps", "--no-cache-dir", "--break-system-packages",
+                           "--root-user-action=ignore", "--find-links", "/tmp/wheels", *specs),
         log,
         "installing dask and the analysis stack in the python image",
         env=rootfs.CHROOT_ENV,
-    )
+    )  # fmt: skip
     shutil.rmtree(inside)
-    run_step(
-        rootfs.chroot_argv(stage, "apt-get", "clean"), log, "apt-get clean", env=rootfs.CHROOT_ENV
-    )
+    run_step(rootfs.chroot_argv(stage, "apt-get", "clean"), log, "apt-get clean",
+             env=rootfs.CHROOT_ENV)  # fmt: skip
     for lists in (stage / "var" / "lib" / "apt" / "lists").glob("*_*"):
         lists.unlink()
     (stage / "usr" / "sbin" / "policy-rc.d").unlink(missing_ok=True)
-    definition = _def_file(stage, "python3", "export LC_ALL=C.UTF-8")
+    _open_root(stage)
+    return PythonStage(stage, key, pins)
+
+
+def finish_python(paths: PoolPaths, init_pid: int, prepared: PythonStage) -> Path:
+    """Pack a prepared python root into the image, inside the running pool."""
+    log = paths.build_logs / "image-python.log"
+    definition = _def_file(prepared.stage, "python3", "export LC_ALL=C.UTF-8")
     _apptainer_build(paths, init_pid, "python", definition, log)
-    shutil.rmtree(stage)
-    _write_stamp(paths, "python", key, {"suite": PYTHON_SUITE, "pins": pins})
+    shutil.rmtree(prepared.stage)
+    _write_stamp(paths, "python", prepared.key, {"suite": PYTHON_SUITE, "pins": prepared.pins})
     return paths.image("python")
+
+
+def build_python(paths: PoolPaths, init_pid: int, mirror: str) -> Path:
+    prepared = prepare_python(paths, mirror)
+    return finish_python(paths, init_pid, prepared) if prepared else paths.image("python")
 
 
 def build_all(paths: PoolPaths, init_pid: int, mirror: str) -> dict[str, Path]:

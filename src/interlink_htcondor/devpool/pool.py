@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import config, daemons, host, images, rootfs
@@ -32,34 +33,47 @@ def ensure_up(
     *,
     slots: int | None = None,
     slot_memory_mib: int | None = None,
+    port: int | None = None,
     timeout: float = 180,
     paths: PoolPaths | None = None,
     say: Say | None = _stderr,
 ) -> PoolInfo:
     """Start the pool if it is not running (building what is missing), and return its facts.
 
-    Idempotent: a running pool is returned at once, whatever ``slots`` asks (``down`` first to
-    change it). ``say`` receives progress lines (None: silent).
+    Idempotent: a running pool is returned at once, whatever ``slots``, ``slot_memory_mib`` or
+    ``port`` ask (``down`` first to change them). ``say`` receives progress lines (None: silent).
     """
     paths = paths or default_paths()
+    report: Say = say or (lambda _msg: None)
     info = read_info(paths)
     if info is not None:
+        if os.geteuid() == 0 and not images.all_current(paths):
+            _refresh_images(paths, info, report)
         return info
     host.require_root("starting the pool")
-    report: Say = say or (lambda _msg: None)
     with locked(paths):
         info = read_info(paths)  # another process may have started it while we waited
         if info is not None:
             return info
-        return _start(paths, _config(slots, slot_memory_mib), timeout, report)
+        return _start(paths, _config(slots, slot_memory_mib, port), timeout, report)
 
 
-def _config(slots: int | None, slot_memory_mib: int | None) -> config.PoolConfig:
+def _refresh_images(paths: PoolPaths, info: PoolInfo, say: Say) -> None:
+    """Rebuild images that no longer match this environment (e.g. dask was upgraded) in the
+    running pool; their paths stay the same."""
+    with locked(paths):
+        if not images.all_current(paths):
+            say("rebuilding the images for this environment's package versions")
+            images.build_all(paths, info.init_pid, host.debian_mirror())
+
+
+def _config(slots: int | None, slot_memory_mib: int | None, port: int | None) -> config.PoolConfig:
     default = config.PoolConfig()
     try:
         return config.PoolConfig(
             slots=default.slots if slots is None else slots,
             slot_memory_mib=default.slot_memory_mib if slot_memory_mib is None else slot_memory_mib,
+            port=default.port if port is None else port,
         )
     except ValueError as e:
         raise PoolError(str(e)) from e
@@ -76,32 +90,42 @@ def _start(paths: PoolPaths, cfg: config.PoolConfig, timeout: float, say: Say) -
     host.ensure_host_tools(host_log)
     host.ensure_host_user(config.JOB_USER, config.JOB_UID, config.JOB_GID, host_log)
     mirror = host.debian_mirror()
-    if not rootfs.is_built(paths):
-        say(f"building the root file system (Debian sid, minicondor, apptainer) from {mirror}")
-        rootfs.build(paths, mirror)
-        timings["rootfs"] = time.monotonic() - t0
-    _prepare_dirs(paths, host_log)
-    rootfs.prepare(paths, cfg)
-    say(f"starting condor_master ({cfg.slots} slots, collector {cfg.collector})")
-    init, master = daemons.start(paths)
-    ns = daemons.namespace(init)
-    try:
-        t1 = time.monotonic()
-        # Images are built inside the pool's namespace (apptainer lives in the root fs).
-        built = images.build_all(paths, init, mirror)
-        timings["images"] = time.monotonic() - t1
-        deadline = time.monotonic() + timeout
-        token = daemons.create_token(init, config.JOB_USER, deadline)
-        daemons.write_token(paths.tokens, token, config.JOB_UID, config.JOB_GID)
-        daemons.wait_ready(paths, init, ns, deadline)
-    except BaseException:
-        daemons.stop(init, ns)
-        raise
+    # The python image's root needs no pool: prepare it while the pool's root fs is built.
+    with ThreadPoolExecutor(max_workers=1) as pool_of_one:
+        python_stage = pool_of_one.submit(images.prepare_python, paths, mirror)
+        if not rootfs.is_built(paths):
+            say(f"building the root file system (Debian sid, minicondor, apptainer) from {mirror}")
+            rootfs.build(paths, mirror)
+            timings["rootfs"] = time.monotonic() - t0
+        _prepare_dirs(paths, host_log)
+        rootfs.prepare(paths, cfg)
+        say(f"starting condor_master ({cfg.slots} slots, collector {cfg.collector})")
+        init, master = daemons.start(paths)
+        ns = daemons.namespace(init)
+        try:
+            # Images are packed inside the pool's namespaces (apptainer lives in the root fs).
+            built = {"busybox": images.build_busybox(paths, init)}
+            prepared = python_stage.result()
+            if prepared is not None:
+                say("building the python image (Debian bookworm, this environment's dask)")
+                built["python"] = images.finish_python(paths, init, prepared)
+            else:
+                built["python"] = paths.image("python")
+            timings["images"] = time.monotonic() - t0
+            deadline = time.monotonic() + timeout
+            token = daemons.create_token(init, config.JOB_USER, deadline)
+            daemons.write_token(paths.tokens, token, config.JOB_UID, config.JOB_GID)
+            daemons.write_token(paths.root_tokens, token, 0, 0)
+            daemons.wait_ready(paths, init, ns, deadline)
+        except BaseException:
+            daemons.stop(init, ns)
+            raise
     timings["total"] = time.monotonic() - t0
     info = PoolInfo(
         state_dir=paths.root,
         collector=cfg.collector,
         token_dir=paths.tokens,
+        root_token_dir=paths.root_tokens,
         shared_dir=paths.shared,
         pods_dir=paths.pods,
         job_user=config.JOB_USER,
@@ -141,10 +165,10 @@ def _prepare_dirs(paths: PoolPaths, log: Any) -> None:
 
 
 def _sweep_stale(paths: PoolPaths) -> None:
-    """Leftovers of a pool that died without ``down``: its processes, its info file."""
-    old = load_info(paths)
-    if old is not None:
-        daemons.stop(old.init_pid, old.pid_ns, grace=5)
+    """Stop what is left of a pool on this root fs that its info file does not describe
+    (it died without ``down``, or an older version wrote the file)."""
+    for init in daemons.find_inits(paths.rootfs):
+        daemons.stop(init, daemons.namespace(init), grace=10)
     clear_info(paths)
 
 
@@ -154,12 +178,13 @@ def down(paths: PoolPaths | None = None, say: Say | None = _stderr) -> bool:
     host.require_root("stopping the pool")
     report: Say = say or (lambda _msg: None)
     with locked(paths):
-        info = load_info(paths)
-        running = info is not None and daemons.is_pool_init(info.init_pid, info.pid_ns)
-        if info is not None:
-            if daemons.stop(info.init_pid, info.pid_ns):
+        running = False
+        for init in daemons.find_inits(paths.rootfs):
+            running = True
+            ns = daemons.namespace(init)
+            if daemons.stop(init, ns):
                 report("the daemons did not stop in time and were killed")
-            left = daemons.processes_in(info.pid_ns)
+            left = daemons.processes_in(ns)
             if left:
                 raise PoolError(f"pool processes still running after down: {left}")
         clear_info(paths)

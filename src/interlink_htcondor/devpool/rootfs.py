@@ -3,7 +3,7 @@ built once with debootstrap and cached in the state directory."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -90,10 +90,9 @@ def copy_resolv_conf(target: Path) -> None:
     resolv = target / "etc" / "resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()
-    try:
+    # Without a DNS configuration on the host, the mirror must be given as an address.
+    with contextlib.suppress(OSError):
         shutil.copyfile("/etc/resolv.conf", resolv)
-    except OSError:
-        pass  # no DNS configuration on the host: the mirror must then be an address
 
 
 def add_user(root: Path, log: Path) -> None:
@@ -171,5 +170,5 @@ def prepare(paths: PoolPaths, cfg: config.PoolConfig) -> None:
         while p != paths.rootfs and p != p.parent:
             mode = p.stat().st_mode & 0o7777
             if mode & 0o001 == 0:
-                os.chmod(p, mode | 0o001)
+                p.chmod(mode | 0o001)
             p = p.parent

@@ -54,6 +54,10 @@ class PoolPaths:
         return self.root / "tokens"
 
     @property
+    def root_tokens(self) -> Path:
+        return self.root / "root-tokens"
+
+    @property
     def run(self) -> Path:
         return self.root / "run"
 
@@ -120,6 +124,7 @@ class PoolInfo:
     state_dir: Path
     collector: str
     token_dir: Path
+    root_token_dir: Path
     shared_dir: Path
     pods_dir: Path
     job_user: str
@@ -137,11 +142,17 @@ class PoolInfo:
 
     # -- client side -------------------------------------------------------------------------
 
-    def client_env(self) -> dict[str, str]:
-        """What ``pool env`` prints: the htcondor2 client configuration and the pool's paths."""
+    def token_dir_for(self, uid: int) -> Path:
+        """The token directory a client running as ``uid`` reads: HTCondor accepts only token
+        files its user owns, so root has its own copy of the job user's token."""
+        return self.root_token_dir if uid == 0 else self.token_dir
+
+    def client_env(self, uid: int | None = None) -> dict[str, str]:
+        """What ``pool env`` prints: the htcondor2 client configuration and the pool's paths,
+        for a client running as ``uid`` (default: this process's user)."""
         return config.client_env(
             collector=self.collector,
-            token_dir=self.token_dir,
+            token_dir=self.token_dir_for(os.geteuid() if uid is None else uid),
             state_dir=self.state_dir,
             shared_dir=self.shared_dir,
             pods_dir=self.pods_dir,
@@ -208,7 +219,7 @@ class PoolInfo:
         data = json.loads(text)
         if data.pop("version", None) != INFO_VERSION:
             raise ValueError("pool info written by another version")
-        for key in ("state_dir", "token_dir", "shared_dir", "pods_dir", "rootfs"):
+        for key in ("state_dir", "token_dir", "root_token_dir", "shared_dir", "pods_dir", "rootfs"):
             data[key] = Path(data[key])
         data["images"] = {k: Path(v) for k, v in data["images"].items()}
         return cls(**data)

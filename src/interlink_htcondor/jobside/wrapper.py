@@ -73,6 +73,7 @@ POLL_SECONDS = 0.25  # memory polling and main-loop period
 PARTIAL_FLUSH_SECONDS = 0.5  # an unterminated line is written as a "P" record after this
 MAX_LOG_LINE = 16 * 1024  # longer lines are split into "P" records, like containerd
 EVICTION_CHECK_SECONDS = 5.0  # emptyDir size-limit check period
+SWEEP_SECONDS = 5.0  # full /proc scan period of the memory monitor
 CHIRP_TIMEOUT = 30.0
 BACKOFF_CAP_SECONDS = 300.0  # kubelet's restart backoff: 10 s doubling up to 5 min
 BACKOFF_RESET_SECONDS = 600.0  # a container that ran this long restarts without delay
@@ -490,25 +491,60 @@ class Proc(object):
         self.pid, self.ppid, self.sid, self.comm, self.rss = pid, ppid, sid, comm, rss
 
 
+def read_proc(pid: int) -> Optional[Proc]:
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    open_, close = data.find(b"("), data.rfind(b")")
+    fields = data[close + 2 :].split()
+    if open_ < 0 or close < 0 or len(fields) < 22:
+        return None
+    return Proc(
+        pid, int(fields[1]), int(fields[3]), data[open_ + 1 : close], int(fields[21]) * _PAGE
+    )
+
+
 def scan_processes() -> Dict[int, Proc]:
     procs = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+        if name.isdigit():
+            p = read_proc(int(name))
+            if p is not None:
+                procs[p.pid] = p
+    return procs
+
+
+_HAS_CHILDREN = os.path.exists("/proc/self/task/%d/children" % os.getpid())
+
+
+def descendants(root: int) -> Optional[List[int]]:
+    """The root and its descendants from the kernel's per-thread children lists: reads only
+    the tree, not all of /proc. None where the kernel has no such lists."""
+    if not _HAS_CHILDREN:
+        return None
+    found = [root]
+    seen = set(found)
+    i = 0
+    while i < len(found):
+        pid = found[i]
+        i += 1
         try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                data = f.read()
+            tids = os.listdir("/proc/%d/task" % pid)
         except OSError:
             continue
-        open_, close = data.find(b"("), data.rfind(b")")
-        fields = data[close + 2 :].split()
-        if open_ < 0 or close < 0 or len(fields) < 22:
-            continue
-        pid = int(name)
-        procs[pid] = Proc(
-            pid, int(fields[1]), int(fields[3]), data[open_ + 1 : close], int(fields[21]) * _PAGE
-        )
-    return procs
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/children" % (pid, tid), "rb") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in seen:
+                    seen.add(kid)
+                    found.append(kid)
+    return found
 
 
 def process_tree(procs: Dict[int, Proc], root: int) -> List[int]:
@@ -536,15 +572,19 @@ def kill_tree(root: int, sig: int) -> None:
 
 
 def tree_memory(procs: Dict[int, Proc], root: int, precise: bool) -> int:
+    return memory_of(procs, process_tree(procs, root), precise)
+
+
+def memory_of(procs: Dict[int, Proc], pids: List[int], precise: bool) -> int:
     """Bytes used by the container's own processes (Apptainer's helpers excluded).
 
     The cheap figure sums RSS from ``stat``; ``precise`` sums PSS from ``smaps_rollup``
     instead, so memory shared between the processes is counted once (as a cgroup would).
     """
     total = 0
-    for pid in process_tree(procs, root):
-        p = procs[pid]
-        if p.comm in APPTAINER_HELPERS:
+    for pid in pids:
+        p = procs.get(pid)
+        if p is None or p.comm in APPTAINER_HELPERS:
             continue
         pss = _pss(pid) if precise else None
         total += p.rss if pss is None else pss
@@ -1023,6 +1063,8 @@ class Pod(object):
         self.prologue_groups: List[int] = []
         self.pod_message = ""
         self.no_eval = False
+        self.next_sweep = 0.0
+        self.strays: Dict[int, Set[int]] = {}  # container pid -> its processes at the last sweep
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -1197,12 +1239,33 @@ class Pod(object):
             if limit and pid is not None:
                 limited.append((c, pid, int(limit)))
         if not limited:
+            self.strays.clear()
             return
-        procs = scan_processes()
+        # Each tick reads only the containers' own trees; a full /proc scan every few
+        # seconds also finds processes that left their tree (double-forked daemons).
+        procs: Optional[Dict[int, Proc]] = None
+        if time.monotonic() >= self.next_sweep:
+            procs = scan_processes()
+            self.next_sweep = time.monotonic() + SWEEP_SECONDS
         for c, pid, limit in limited:
-            used = tree_memory(procs, pid, precise=False)
+            tree = descendants(pid) if procs is None else None
+            if tree is None:
+                if procs is None:
+                    procs = scan_processes()
+                pids = process_tree(procs, pid)
+                self.strays[pid] = set(pids)
+                current = procs
+            else:
+                pids = tree + [p for p in self.strays.get(pid, ()) if p not in tree]
+                current = {}
+                for p in pids:
+                    proc = read_proc(p)
+                    # A stray counts only while it is still in the container's session.
+                    if proc is not None and (p in tree or proc.sid == pid):
+                        current[p] = proc
+            used = memory_of(current, pids, precise=False)
             if used > limit:
-                used = tree_memory(procs, pid, precise=True)
+                used = memory_of(current, pids, precise=True)
             if used > limit:
                 msg = "memory limit of %d bytes exceeded (%d bytes in use)" % (limit, used)
                 log("container %s: %s, killing it" % (c.name, msg))

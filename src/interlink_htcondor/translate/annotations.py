@@ -64,6 +64,8 @@ PROTECTED = frozenset(
         "leave_in_queue",
         "queue",
         "container_image",
+        "transfer_container",
+        "should_transfer_container",
         "accounting_group",
         "accounting_group_user",
         "batch_name",

@@ -12,7 +12,7 @@ from interlink_htcondor.jobspec import (
     JobSpec,
     PodIdentity,
 )
-from interlink_htcondor.models import CreateRequest
+from interlink_htcondor.models import Container, CreateRequest
 from interlink_htcondor.plan import JobPlan, SandboxFile
 from interlink_htcondor.settings import Settings
 from interlink_htcondor.translate import submit as sd
@@ -109,16 +109,16 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
 
     rules = settings.containers.image_rules
 
-    def build(kind: str, containers: list[ContainerSpec], names: list[str]) -> None:
-        source = pod.spec.init_containers if kind == INIT else pod.spec.containers
-        for c in source:
-            args = options.container_apptainer_args.get(c.name, [])
-            containers.append(build_container(ctx, c, kind, volumes, rules, args))
+    def build(kind: str, containers: list[Container]) -> list[ContainerSpec]:
+        return [
+            build_container(
+                ctx, c, kind, volumes, rules, options.container_apptainer_args.get(c.name, [])
+            )
+            for c in containers
+        ]
 
-    init_specs: list[ContainerSpec] = []
-    app_specs: list[ContainerSpec] = []
-    build(INIT, init_specs, init_names)
-    build(APP, app_specs, app_names)
+    init_specs = build(INIT, pod.spec.init_containers)
+    app_specs = build(APP, pod.spec.containers)
 
     grace = pod.spec.termination_grace_period_seconds
     spec = JobSpec(
@@ -153,7 +153,7 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
         transfer = sd.apptainer_mode(desc, ident, settings, bool(volumes.files))
         files.append(SandboxFile(WRAPPER_FILE, wrapper_file(settings.containers.python), 0o755))
     else:
-        sd.container_mode(desc, mode, ident, spec, settings)
+        sd.container_mode(desc, mode, ident, spec)
     group = sd.accounting_group(settings, meta.namespace, options.accounting_group)
     sd.common(desc, ident, settings, totals, spec, group, options.requirements)
     sd.extra_commands(desc, options.submit)

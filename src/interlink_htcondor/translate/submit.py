@@ -30,7 +30,8 @@ WALL_MARGIN_SECONDS = 60
 # Time the execute point leaves between SIGTERM and SIGKILL, beyond the pod's grace.
 VACATE_MARGIN_SECONDS = 15
 _UNSAFE_PATH_CHARS = set(" \t,:$\"'\\")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHELL_EVALUATED = ("$", "`", "\\")
 
 
 @dataclass
@@ -108,6 +109,13 @@ def quote_environment(env: Sequence[tuple[str, str]], where: str) -> str:
             raise TranslationError(
                 f"{where}: environment variable {name!r} contains a line break, which a "
                 "submit description cannot carry; use containers.mode apptainer"
+            )
+        if any(ch in value for ch in _SHELL_EVALUATED):
+            # HTCondor hands the environment to the container runtime, which evaluates it
+            # like a shell would ($VAR, $(cmd), `cmd`): refuse rather than run pod data.
+            raise TranslationError(
+                f"{where}: environment variable {name!r} contains '$', '`' or '\\', which "
+                "the container runtime would evaluate; use containers.mode apptainer"
             )
     parts = [f"{n}='" + v.replace("'", "''").replace('"', '""') + "'" for n, v in env]
     return '"' + " ".join(parts) + '"'
@@ -220,9 +228,7 @@ def apptainer_mode(
     return inputs
 
 
-def container_mode(
-    desc: SubmitDescription, mode: str, ident: Identity, spec: JobSpec, settings: Settings
-) -> None:
+def container_mode(desc: SubmitDescription, mode: str, ident: Identity, spec: JobSpec) -> None:
     """A single container run by HTCondor itself (container universe or +SingularityImage)."""
     c = spec.containers[0]
     where = f"container {c.name!r}"
@@ -230,7 +236,7 @@ def container_mode(
         desc.set("universe", "container")
         desc.set("container_image", c.image)
         if c.image.startswith("/"):
-            desc.set("should_transfer_container", "no")  # already on the execute point
+            desc.set("transfer_container", "false")  # already on the execute point
     else:
         desc.set("universe", "vanilla")
         desc.attr("SingularityImage", c.image)
@@ -255,11 +261,11 @@ def container_mode(
     desc.set("initialdir", str(ident.sandbox))
     desc.set("output", f"{c.name}.stdout")
     desc.set("error", f"{c.name}.stderr")
-    if settings.storage.mode == "shared":
-        desc.set("should_transfer_files", "NO")
-    else:
-        desc.set("should_transfer_files", "YES")
-        desc.set("when_to_transfer_output", "ON_EXIT_OR_EVICT")
+    # The container runs in the job's scratch directory in both storage modes (binding a
+    # shared initialdir into the container is not something every site allows); its
+    # output comes back to the sandbox when it ends.
+    desc.set("should_transfer_files", "YES")
+    desc.set("when_to_transfer_output", "ON_EXIT_OR_EVICT")
 
 
 def extra_commands(desc: SubmitDescription, extra: Mapping[str, str]) -> None:

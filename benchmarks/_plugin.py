@@ -1,0 +1,291 @@
+"""Shared parts of the plugin benchmarks: a real plugin subprocess on loopback against the
+personal pool, pods that stay queued (so 1,000 "tracked" pods cost no execute slots), and
+cleanup of every job and sandbox a run made.
+
+Every benchmark tags its jobs with its own ``policy.instance`` and removes them at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from interlink_htcondor.client import container_data
+from interlink_htcondor.devpool import PoolInfo, ensure_up
+
+Json = dict[str, Any]
+# Never matches a slot: the job stays idle, tracked but not run.
+NEVER_MATCHES = 'TARGET.Machine == "no-such-machine.invalid"'
+
+
+def machine_notes() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[idx]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 3) if ms else float("nan"),
+        "p99_ms": round(pct(ms, 99), 3),
+        "max_ms": round(max(ms), 3) if ms else float("nan"),
+    }
+
+
+def idle_pod(i: int, tag: str) -> Json:
+    """A small pod as Kubernetes serialises it, that HTCondor keeps queued."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"bench-{tag}-{i}",
+            "namespace": "bench",
+            "uid": str(uuid.uuid4()),
+            "annotations": {"htcondor.interlink.eu/requirements": NEVER_MATCHES},
+            "labels": {"app": "bench"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox:1.36",
+                    "command": ["sh", "-c", "echo hello; sleep 5"],
+                    "env": [{"name": "INDEX", "value": str(i)}],
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                    "imagePullPolicy": "IfNotPresent",
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File",
+                }
+            ],
+            "tolerations": [
+                {
+                    "key": "virtual-node.interlink/no-schedule",
+                    "operator": "Exists",
+                    "effect": "NoSchedule",
+                }
+            ],
+        },
+        "status": {"phase": "Pending"},
+    }
+
+
+def create_body(pod: Json) -> Json:
+    return {"pod": pod, "container": container_data(pod, (), (), ())}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BenchPlugin:
+    """``interlink-htcondor serve`` (embedded default) with a private instance name."""
+
+    def __init__(self, pool: PoolInfo, extra_env: dict[str, str] | None = None) -> None:
+        self.pool = pool
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.instance = f"bench-{uuid.uuid4().hex[:8]}"
+        self.env = {
+            **os.environ,
+            "INTERLINK_HTCONDOR_POLICY__INSTANCE": self.instance,
+            "INTERLINK_HTCONDOR_SERVER__LOG_LEVEL": "warning",
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "interlink_htcondor",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"plugin exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("plugin did not become ready")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the plugin process (the uvicorn server is that process)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """A sample of the plugin's /metrics (0 when absent)."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        key = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(key + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        """Remove every job and sandbox of this run."""
+        import htcondor2
+
+        self.pool.apply_client_env()
+        schedd = htcondor2.Schedd(
+            htcondor2.Collector(self.pool.collector).locate(htcondor2.DaemonType.Schedd)
+        )
+        c = f'InterlinkPlugin == "{self.instance}"'
+        sandboxes = {a.get("InterlinkSandbox") for a in schedd.query(c, ["InterlinkSandbox"])}
+        schedd.act(htcondor2.JobAction.RemoveX, c, ("benchmark over", 1))
+        for sb in sandboxes:
+            if isinstance(sb, str) and sb.startswith(str(self.pool.pods_dir) + "/"):
+                shutil.rmtree(sb, ignore_errors=True)
+
+
+async def create_many(url: str, pods: Sequence[Json], concurrency: int = 16) -> list[float]:
+    """POST /create for every pod, ``concurrency`` at a time; per-call latencies. Uses the
+    light ``RawHTTP`` client so that the load generator costs little CPU."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    client = RawHTTP(host, int(port))
+
+    async def one(pod: Json) -> None:
+        async with sem:
+            body = json.dumps(create_body(pod)).encode()
+            t0 = time.perf_counter()
+            status, payload = await client.request("POST", "/create", body)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"create failed: {status} {payload[:300]!r}")
+            jid = json.loads(payload)["PodJID"]
+            pod["metadata"].setdefault("annotations", {})["JobID"] = jid
+
+    try:
+        await asyncio.gather(*(one(p) for p in pods))
+    finally:
+        await client.close()
+    return latencies
+
+
+class RawHTTP:
+    """A minimal HTTP/1.1 keep-alive client for load generation: far cheaper per call than
+    a full client library, so the load generator does not starve the plugin of CPU on a
+    small machine. Requests with a body and Content-Length answers only (what the plugin
+    sends for /status and /healthz)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        conn = self.idle.pop() if self.idle else await asyncio.open_connection(self.host, self.port)
+        reader, writer = conn
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        status_line = await reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        payload = await reader.readexactly(length)
+        self.idle.append(conn)
+        return status, payload
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pool() -> PoolInfo:
+    info = ensure_up()
+    info.apply_client_env()
+    return info
+
+
+def write_result(name: str, result: Json) -> None:
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {path}")

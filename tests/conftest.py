@@ -1,0 +1,94 @@
+"""Shared fixtures: the real personal pool and a schedd client for it.
+
+The pool starts only when a test asks for ``pool`` (or ``schedd``): ``pytest tests/unit`` never
+starts it. A running pool is reused; one that is down is started (as root) and left running,
+so the next session starts at once. Tests that use the pool are marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interlink_htcondor.devpool import PoolInfo
+
+# Set by `make test` (and so CI): also run the test that stops and restarts the shared pool.
+POOL_CYCLE_ENV = "INTERLINK_HTCONDOR_TEST_POOL_CYCLE"
+
+TERMINAL = {3, 4}  # Removed, Completed
+HELD = 5
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "pool" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+    # The pool restart goes last, so no other test sees the pool go away.
+    items.sort(key=lambda item: item.get_closest_marker("pool_cycle") is not None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pool_cycle: stops and restarts the shared pool (runs last)")
+
+
+@pytest.fixture(scope="session")
+def pool() -> PoolInfo:
+    """The running personal pool (started if absent), with this process's htcondor2 client
+    configured for it."""
+    from interlink_htcondor import devpool
+
+    info = devpool.ensure_up()
+    info.apply_client_env()
+    return info
+
+
+@pytest.fixture(scope="session")
+def schedd(pool: PoolInfo) -> Any:
+    """``htcondor2.Schedd`` of the pool, located through its collector."""
+    import htcondor2
+
+    ad = htcondor2.Collector(pool.collector).locate(htcondor2.DaemonType.Schedd)
+    return htcondor2.Schedd(ad)
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def job_dir(pool: PoolInfo) -> Iterator[Path]:
+    """A fresh directory in the shared directory (same path in the pool), owned by the job
+    user: a job's ``initialdir`` in shared-filesystem mode."""
+    name = f"test-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:6]}"
+    yield pool.make_job_dir(name)
+
+
+@pytest.fixture
+def wait_job(schedd: Any) -> Callable[..., Any]:
+    """``wait_job(cluster_id, timeout=180)``: the job's ClassAd once it has completed, been
+    removed or held (from the queue, else from the history)."""
+
+    def wait(cluster: int, timeout: float = 180, projection: list[str] | None = None) -> Any:
+        constraint = f"ClusterId == {cluster}"
+        deadline = time.monotonic() + timeout
+        ad = None
+        while time.monotonic() < deadline:
+            ads = schedd.query(constraint=constraint, projection=projection or [])
+            if ads:
+                ad = ads[0]
+                if ad.get("JobStatus") in TERMINAL | {HELD}:
+                    return ad
+            else:
+                hist = schedd.history(constraint=constraint, projection=projection or [], match=1)
+                if hist:
+                    return hist[0]
+            time.sleep(0.5)
+        raise AssertionError(f"job {cluster} not finished after {timeout} s; last ad: {ad}")
+
+    return wait
