@@ -14,9 +14,8 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { apt-get update -q && $(APT_INSTALL) python3; }
-	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || \
-		{ apt-get update -q && $(APT_INSTALL) python3-venv; }
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { apt-get update -q && $(APT_INSTALL) python3-venv && \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 

@@ -199,11 +199,20 @@ class BenchPlugin:
             htcondor2.Collector(self.pool.collector).locate(htcondor2.DaemonType.Schedd)
         )
         c = f'InterlinkPlugin == "{self.instance}"'
-        sandboxes = {a.get("InterlinkSandbox") for a in schedd.query(c, ["InterlinkSandbox"])}
-        schedd.act(htcondor2.JobAction.RemoveX, c, ("benchmark over", 1))
-        for sb in sandboxes:
+        ads = schedd.query(c, ["InterlinkSandbox", "InterlinkPodUID"])
+        # Remove takes idle jobs out at once; RemoveX then forces any that linger.
+        schedd.act(htcondor2.JobAction.Remove, c, ("benchmark over", 1))
+        time.sleep(1)
+        if schedd.query(c, ["ClusterId"], limit=1):
+            schedd.act(htcondor2.JobAction.RemoveX, c, ("benchmark over", 1))
+        locks = self.pool.pods_dir / ".locks"
+        for ad in ads:
+            sb = ad.get("InterlinkSandbox")
             if isinstance(sb, str) and sb.startswith(str(self.pool.pods_dir) + "/"):
                 shutil.rmtree(sb, ignore_errors=True)
+            uid = ad.get("InterlinkPodUID")
+            if isinstance(uid, str) and uid and "/" not in uid:
+                (locks / uid).unlink(missing_ok=True)
 
 
 async def create_many(url: str, pods: Sequence[Json], concurrency: int = 16) -> list[float]:

@@ -28,7 +28,9 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="interlink-htcondor", description="Run Kubernetes pods on HTCondor through interLink.")
+    parser = argparse.ArgumentParser(
+        prog="interlink-htcondor", description="Run Kubernetes pods on HTCondor through interLink."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,6 +62,8 @@ class Capacity:
     memory_mib: int
     gpus: int
     slots: int
+    # The most one slot can give a job, per resource (a partitionable slot's total).
+    largest: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -328,18 +330,22 @@ class ScheddGateway:
 
     async def capacity(self) -> Capacity:
         """What the pool's execute slots offer, summed over the collector's slot ads."""
-        projection = ["Cpus", "Memory", "GPUs", "SlotType"]
+        resources = ("Cpus", "Memory", "Disk", "GPUs")
+        projection = [*resources, *(f"TotalSlot{r}" for r in resources), "SlotType"]
 
         def run() -> Capacity:
             coll = htcondor2.Collector(self._cfg.collector or None)
             ads = coll.query(htcondor2.AdType.Startd, projection=projection)
             cpus = mem = gpus = 0
+            largest = dict.fromkeys(resources, 0)
             for ad in ads:
                 p = plain(ad)
                 cpus += _num(p.get("Cpus"))
                 mem += _num(p.get("Memory"))
                 gpus += _num(p.get("GPUs"))
-            return Capacity(cpus, mem, gpus, len(ads))
+                for r in resources:
+                    largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
+            return Capacity(cpus, mem, gpus, len(ads), largest)
 
         return await self._call("collector", run)
 

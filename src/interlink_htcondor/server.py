@@ -43,12 +43,14 @@ from interlink_htcondor.snapshot import (
 from interlink_htcondor.status import (
     COMPLETED,
     FROM_HISTORY,
+    IDLE,
     REMOVED,
     FileState,
     PodRef,
     StatusResult,
     pod_status,
     runs_wrapper,
+    unmatchable,
 )
 
 log = logging.getLogger("interlink_htcondor.server")
@@ -61,6 +63,7 @@ ENDPOINTS = frozenset(
 )
 READY_CACHE_SECONDS = 5.0
 CAPACITY_CACHE_SECONDS = 10.0
+DIAGNOSIS_CAPACITY_SECONDS = 60.0
 SPOOL_RUNNING_NOTE = (
     "storage.mode is 'spool': the logs of a running container reach the plugin only when "
     "its job has ended and its output was retrieved; ask again then.\n"
@@ -270,6 +273,7 @@ class Plugin:
         self._removing: set[str] = set()
         self._ready: _Cached | None = None
         self._capacity: _Cached | None = None
+        self._capacity_refreshing = False
         self._file_states: dict[str, dict[str, FileState]] = {}
         self._retrieved: set[str] = set()
         self._background: set[asyncio.Task[Any]] = set()
@@ -392,7 +396,17 @@ class Plugin:
             # The job is over: its status.json is final (read once, cached).
             file_states = await self._final_file_states(pod, ad)
         grace = self.settings.policy.held_grace_seconds
-        result = pod_status(pod, ad, now=now, held_grace_seconds=grace, file_states=file_states)
+        diagnosis = None
+        if ad is not None and ad.get("JobStatus") == IDLE:
+            diagnosis = self._diagnose(ad)
+        result = pod_status(
+            pod,
+            ad,
+            now=now,
+            held_grace_seconds=grace,
+            file_states=file_states,
+            diagnosis=diagnosis,
+        )
         if (
             result is not None
             and result.terminal
@@ -412,10 +426,33 @@ class Plugin:
         if result is not None and result.remove_reason and ad is not None:
             jid = result.status["JID"]
             if jid not in self._removing:
+                if len(self._removing) > 10_000:
+                    self._removing.clear()  # a bound; at worst a job is removed twice
                 self._removing.add(jid)
                 log.warning("removing held job", extra={"job": jid, "reason": result.remove_reason})
                 self.spawn(self.gateway.remove_job(jid, result.remove_reason), "remove held job")
         return result
+
+    def _diagnose(self, ad: Mapping[str, Any]) -> str | None:
+        """Why an idle job can never match, from the last known slot sizes (never waits:
+        a stale or missing capacity is refreshed in the background)."""
+        now = time.monotonic()
+        cached = self._capacity
+        if (cached is None or now - cached.at >= DIAGNOSIS_CAPACITY_SECONDS) and (
+            not self._capacity_refreshing
+        ):
+            self._capacity_refreshing = True
+            self.spawn(self._refresh_capacity(), "refresh capacity")
+        if cached is None:
+            return None
+        capacity: Capacity = cached.value
+        return unmatchable(ad, capacity.largest)
+
+    async def _refresh_capacity(self) -> None:
+        try:
+            self._capacity = _Cached(time.monotonic(), await self.gateway.capacity())
+        finally:
+            self._capacity_refreshing = False
 
     async def _final_file_states(
         self, pod: PodRef, ad: Mapping[str, Any]
@@ -442,6 +479,8 @@ class Plugin:
             return
         try:
             await self.gateway.retrieve(jid)
+            if len(self._retrieved) > 10_000:
+                self._retrieved.clear()  # a bound; at worst an output is retrieved again
             self._retrieved.add(jid)
         except ScheddError as e:
             log.warning("output retrieval failed", extra={"job": jid, "error": str(e)})

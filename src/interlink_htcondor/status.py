@@ -61,6 +61,10 @@ JOB_ATTRS: tuple[str, ...] = (
     "LastRejMatchReason",
     "NumJobStarts",
     "LastJobStatus",
+    "RequestCpus",
+    "RequestMemory",
+    "RequestDisk",
+    "RequestGPUs",
     "JobUniverse",
     "SingularityImage",
     attrs.POD_UID,
@@ -145,6 +149,29 @@ def rfc3339(ts: float | int | None) -> str | None:
 
 
 CONTAINER_UNIVERSE = 14
+_REQUESTS = (
+    ("RequestCpus", "Cpus", "CPUs", ""),
+    ("RequestMemory", "Memory", "memory", " MiB"),
+    ("RequestDisk", "Disk", "disk", " KiB"),
+    ("RequestGPUs", "GPUs", "GPUs", ""),
+)
+
+
+def unmatchable(ad: Mapping[str, Any], largest: Mapping[str, int]) -> str | None:
+    """Why an idle job can never run in this pool: a request no slot can give, or None.
+
+    ``largest`` is the most one execute slot offers per resource (``Cpus``, ``Memory``
+    in MiB, ``Disk`` in KiB, ``GPUs``), from the collector."""
+    if not largest:
+        return None
+    for req, res, what, unit in _REQUESTS:
+        wanted = _int(ad, req)
+        if res in largest and wanted > largest[res]:
+            return (
+                f"it requests {wanted}{unit} {what}, more than any slot of the pool offers "
+                f"(at most {largest[res]}{unit})"
+            )
+    return None
 
 
 def runs_wrapper(ad: Mapping[str, Any]) -> bool:

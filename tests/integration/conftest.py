@@ -6,6 +6,7 @@ once per session; ``schedd_jobs`` counts a pod's jobs straight from the schedd.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,22 +32,36 @@ def plugin(pool: PoolInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="session")
 def schedd_jobs(plugin: Plugin) -> Any:
-    """Count this session's jobs of a pod straight from the schedd (and its history)."""
+    """Count this session's jobs of a pod straight from the schedd (and its history).
+
+    The schedd is located again and the call retried once on failure: the shared pool may
+    be restarted by another test session, which invalidates cached security sessions."""
     import htcondor2
 
     plugin.pool.apply_client_env()
-    schedd = htcondor2.Schedd(
-        htcondor2.Collector(plugin.pool.collector).locate(htcondor2.DaemonType.Schedd)
-    )
+
+    def schedd() -> Any:
+        ad = htcondor2.Collector(plugin.pool.collector).locate(htcondor2.DaemonType.Schedd)
+        return htcondor2.Schedd(ad)
+
+    def retried(fn: Any) -> Any:
+        try:
+            return fn(schedd())
+        except htcondor2.HTCondorException:
+            time.sleep(2)
+            return fn(schedd())
 
     def jobs(uid: str, history: bool = False) -> list[Any]:
         c = f'InterlinkPodUID == "{uid}" && InterlinkPlugin == "{plugin.instance}"'
-        found = list(schedd.query(constraint=c, projection=["ClusterId", "JobStatus"]))
+        found = list(retried(lambda s: s.query(constraint=c, projection=["ClusterId"])))
         if history:
             found += list(
-                schedd.history(constraint=c, projection=["ClusterId", "JobStatus"], match=10)
+                retried(lambda s: s.history(constraint=c, projection=["ClusterId"], match=10))
             )
         return found
 
-    jobs.schedd = schedd  # type: ignore[attr-defined]
+    def act(action: Any, job_spec: Any, reason: Any) -> Any:
+        return retried(lambda s: s.act(action, job_spec, reason))
+
+    jobs.act = act  # type: ignore[attr-defined]
     return jobs

@@ -61,7 +61,7 @@ def load_objects(name: str) -> list[Json]:
 class Plugin:
     """A running ``interlink-htcondor serve`` subprocess."""
 
-    def __init__(self, pool: PoolInfo, workdir: Path) -> None:
+    def __init__(self, pool: PoolInfo, workdir: Path, **extra_env: str) -> None:
         self.pool = pool
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,6 +78,7 @@ class Plugin:
             "INTERLINK_HTCONDOR_POLICY__INSTANCE": self.instance,
             "INTERLINK_HTCONDOR_POLICY__HELD_GRACE_SECONDS": "8",
             "INTERLINK_HTCONDOR_STORAGE__HOST_PATH_ALLOW": json.dumps([str(self.host_dir)]),
+            **extra_env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -150,6 +151,12 @@ class Plugin:
     def delete_everything(self) -> None:
         """Delete, through the plugin, every pod this session left (queue and history),
         so that no job or sandbox outlives the session."""
+        try:
+            self._delete_everything()
+        finally:
+            shutil.rmtree(self.host_dir, ignore_errors=True)
+
+    def _delete_everything(self) -> None:
         import htcondor2
 
         self.pool.apply_client_env()
@@ -183,10 +190,12 @@ class Plugin:
                 await asyncio.gather(*(one(pod) for pod in pods.values()))
 
         run(delete_all())
-        leftover = schedd.query(constraint=c, projection=["ClusterId"])
-        if leftover:
-            schedd.act(htcondor2.JobAction.RemoveX, c, ("test session over", 1))
-        shutil.rmtree(self.host_dir, ignore_errors=True)
+        if schedd.query(constraint=c, projection=["ClusterId"], limit=1):
+            # Remove takes idle jobs out at once; RemoveX then forces any that linger.
+            schedd.act(htcondor2.JobAction.Remove, c, ("test session over", 1))
+            time.sleep(2)
+            if schedd.query(constraint=c, projection=["ClusterId"], limit=1):
+                schedd.act(htcondor2.JobAction.RemoveX, c, ("test session over", 1))
 
     def log_tail(self, n: int = 40) -> str:
         try:

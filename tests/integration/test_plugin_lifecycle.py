@@ -165,7 +165,7 @@ def test_held_job_fails_after_grace_and_is_removed(plugin: Plugin, schedd_jobs: 
     pod = sleeper(plugin, 300, name="held")
     answer = plugin.create(pod)
     # (htcondor2 25.14 keeps a reason only when given as a (text, code) tuple.)
-    schedd_jobs.schedd.act(htcondor2.JobAction.Hold, [answer["PodJID"]], ("held by the test", 1))
+    schedd_jobs.act(htcondor2.JobAction.Hold, [answer["PodJID"]], ("held by the test", 1))
     entry = plugin.wait_for(
         pod,
         lambda e: state_of(e, "sleep").get("waiting", {}).get("reason") == "JobHeld",
@@ -192,7 +192,7 @@ def test_job_removed_behind_the_plugins_back(plugin: Plugin, schedd_jobs: Any) -
     pod = sleeper(plugin, 300, name="removed")
     answer = plugin.create(pod)
     plugin.wait_for(pod, lambda e: "running" in state_of(e, "sleep"), timeout=120)
-    schedd_jobs.schedd.act(htcondor2.JobAction.Remove, [answer["PodJID"]], ("admin cleanup", 1))
+    schedd_jobs.act(htcondor2.JobAction.Remove, [answer["PodJID"]], ("admin cleanup", 1))
     entry = plugin.wait_for(pod, terminal, timeout=60)
     t = state_of(entry, "sleep")["terminated"]
     assert t["exitCode"] == 143  # SIGTERM, as a kubelet stopping the container
@@ -203,10 +203,10 @@ def test_unschedulable_pod_waits_with_a_reason(plugin: Plugin, schedd_jobs: Any)
     pod = load_pod("unschedulable.yaml", name=f"big-{uuid.uuid4().hex[:6]}")
     plugin.create(pod)
     entry = plugin.wait_for(
-        pod, lambda e: "idle" in state_of(e, "big").get("waiting", {}).get("message", ""), 30
+        pod, lambda e: state_of(e, "big").get("waiting", {}).get("reason") == "Unschedulable", 30
     )
     w = state_of(entry, "big")["waiting"]
-    assert w["reason"] in ("Pending", "Unschedulable")
+    assert "204800 MiB memory" in w["message"] and "more than any slot" in w["message"]
     assert plugin.delete(pod).status_code == 200
     assert schedd_jobs(pod["metadata"]["uid"]) == []
 

@@ -362,3 +362,14 @@ def test_output_validates_against_the_wire_model() -> None:
         r = run(ad(status, InterlinkStateC0=st("running", start=5), ExitCode=0))
         wire = PodStatus.model_validate(r.status).wire()
         assert wire["UID"] == POD.uid and len(wire["containers"]) == 2
+
+
+def test_unmatchable_names_the_resource_no_slot_offers() -> None:
+    from interlink_htcondor.status import unmatchable
+
+    largest = {"Cpus": 8, "Memory": 16384, "Disk": 10_000_000, "GPUs": 0}
+    assert unmatchable({"RequestCpus": 1, "RequestMemory": 2048}, largest) is None
+    why = unmatchable({"RequestCpus": 1, "RequestMemory": 204800}, largest)
+    assert why is not None and "204800 MiB memory" in why and "16384 MiB" in why
+    assert "GPUs" in (unmatchable({"RequestGPUs": 1}, largest) or "")
+    assert unmatchable({"RequestMemory": 10**9}, {}) is None  # nothing known yet

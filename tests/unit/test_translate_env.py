@@ -367,7 +367,7 @@ def test_resource_field_ref_errors() -> None:
     ("name", "ok"),
     [
         ("A_B", True),
-        ("my.var-1", True),
+        ("my.var-1", False),  # Apptainer cannot carry it: refused, not dropped
         ("A=B", False),
         ("", False),
         ("TAB\tX", False),

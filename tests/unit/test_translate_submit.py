@@ -372,7 +372,7 @@ def test_container_modes_refuse_what_they_cannot_run(p: dict[str, Any], match: s
         (container(command=["/bin/echo"], env=[{"name": "X", "value": "a\nb"}]), "line break"),
         (
             container(command=["/bin/echo"], env=[{"name": "my.var", "value": "v"}]),
-            "cannot be passed by HTCondor",
+            "letters, digits and '_'",
         ),
         (container(command=["/bin/sh", "-c", "echo $$$$"]), "cannot be expressed"),
         (container(command=["/bin/true"], env=[{"name": "X", "value": "$(id)"}]), "evaluate"),

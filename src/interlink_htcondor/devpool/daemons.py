@@ -149,8 +149,9 @@ def condor_processes() -> list[tuple[int, str]]:
     return out
 
 
-def find_inits(rootfs: Path) -> list[int]:
-    """Live first processes of pools running from ``rootfs`` (whatever the info file says)."""
+def find_inits(rootfs: Path | None) -> list[int]:
+    """Live first processes of pools running from ``rootfs`` (whatever the info file says),
+    or of every pool on the machine (None)."""
     return [p for p in _pids() if _is_init_cmdline(p, rootfs) and alive(p)]
 
 
@@ -284,25 +285,36 @@ def daemon_log_excerpt(paths: PoolPaths, lines: int = 8) -> str:
 
 
 def wait_ready(paths: PoolPaths, init_pid: int, ns: str, deadline: float) -> None:
-    """Until the schedd answers and an Unclaimed slot is advertised."""
-    schedd_ok = False
+    """Until the schedd answers, the collector has its ad (clients locate it there) and an
+    Unclaimed slot is advertised."""
+    checks = [
+        ("the schedd to answer", ["condor_q", "-totals"], False),
+        ("the collector to know the schedd", ["condor_status", "-schedd", "-af", "Name"], True),
+        (
+            "an Unclaimed slot",
+            ["condor_status", "-constraint", 'State == "Unclaimed"', "-af", "Name"],
+            True,
+        ),
+    ]
+    done = 0
     while time.monotonic() < deadline:
         if not is_pool_init(init_pid, ns):
             raise PoolError(
                 "condor_master exited during start; last daemon log lines:\n"
                 + daemon_log_excerpt(paths)
             )
-        if not schedd_ok:
-            schedd_ok = condor_tool(init_pid, "condor_q", "-totals", timeout=20).returncode == 0
-        if schedd_ok:
-            r = condor_tool(init_pid, "condor_status", "-constraint", 'State == "Unclaimed"',
-                            "-af", "Name", timeout=20)  # fmt: skip
-            if r.returncode == 0 and r.stdout.strip():
-                return
+        while done < len(checks):
+            _, argv, needs_output = checks[done]
+            r = condor_tool(init_pid, *argv, timeout=20)
+            if r.returncode != 0 or (needs_output and not r.stdout.strip()):
+                break
+            done += 1
+        if done == len(checks):
+            return
         time.sleep(0.5)
-    what = "an Unclaimed slot" if schedd_ok else "the schedd to answer"
     raise PoolError(
-        f"timed out waiting for {what}; last daemon log lines:\n" + daemon_log_excerpt(paths)
+        f"timed out waiting for {checks[done][0]}; last daemon log lines:\n"
+        + daemon_log_excerpt(paths)
     )
 
 

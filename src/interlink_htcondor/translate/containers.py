@@ -7,6 +7,7 @@ Kubelet semantics: no ``command`` runs the image's entrypoint/runscript with ``a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from interlink_htcondor.jobspec import ContainerSpec, ExecAction
@@ -21,6 +22,9 @@ from interlink_htcondor.translate.volumes import VolumePlan, container_mounts
 
 INIT = "init container"
 APP = "container"
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _pre_stop(c: Container, where: str) -> ExecAction | None:
@@ -54,6 +58,15 @@ def build_container(
             f"{where}: sidecar init containers (restartPolicy Always) are not supported"
         )
     image = resolve(c.image, image_rules, where)
+    for e in c.env:
+        # Apptainer carries only shell-identifier names (any other name makes it drop the
+        # whole environment), so an explicit one is refused here rather than lost in the job.
+        # envFrom keys that are not identifiers are skipped in the job, as the kubelet does.
+        if not _IDENTIFIER.fullmatch(e.name):
+            raise TranslationError(
+                f"{where}: env {e.name!r}: Apptainer passes only names made of letters, "
+                "digits and '_' that do not start with a digit"
+            )
     env = container_env(ctx, c, kind)
     env_map = dict(env)
     if c.command:
