@@ -7,26 +7,25 @@ Every benchmark tags its jobs with its own ``policy.instance`` and removes them 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from interlink_htcondor.client import container_data
+from interlink_htcondor.client import create_body
 from interlink_htcondor.devpool import PoolInfo, ensure_up
+from interlink_htcondor.serveproc import ServeProcess, force_remove, pool_schedd
 
 Json = dict[str, Any]
 # Never matches a slot: the job stays idle, tracked but not run.
@@ -108,60 +107,19 @@ def idle_pod(i: int, tag: str) -> Json:
     }
 
 
-def create_body(pod: Json) -> Json:
-    return {"pod": pod, "container": container_data(pod, (), (), ())}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class BenchPlugin:
+class BenchPlugin(ServeProcess):
     """``interlink-htcondor serve`` (embedded default) with a private instance name."""
 
     def __init__(self, pool: PoolInfo, extra_env: dict[str, str] | None = None) -> None:
         self.pool = pool
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.instance = f"bench-{uuid.uuid4().hex[:8]}"
-        self.env = {
+        env = {
             **os.environ,
             "INTERLINK_HTCONDOR_POLICY__INSTANCE": self.instance,
             "INTERLINK_HTCONDOR_SERVER__LOG_LEVEL": "warning",
             **(extra_env or {}),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "interlink_htcondor",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"plugin exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("plugin did not become ready")
+        super().__init__(env)
 
     def rss_mib(self) -> float:
         """Resident memory of the plugin process (the uvicorn server is that process)."""
@@ -180,31 +138,12 @@ class BenchPlugin:
                 return float(line.split()[-1])
         return 0.0
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.proc = None
-
     def cleanup(self) -> None:
         """Remove every job and sandbox of this run."""
-        import htcondor2
-
-        self.pool.apply_client_env()
-        schedd = htcondor2.Schedd(
-            htcondor2.Collector(self.pool.collector).locate(htcondor2.DaemonType.Schedd)
-        )
+        schedd = pool_schedd(self.pool)
         c = f'InterlinkPlugin == "{self.instance}"'
         ads = schedd.query(c, ["InterlinkSandbox", "InterlinkPodUID"])
-        # Remove takes idle jobs out at once; RemoveX then forces any that linger.
-        schedd.act(htcondor2.JobAction.Remove, c, ("benchmark over", 1))
-        time.sleep(1)
-        if schedd.query(c, ["ClusterId"], limit=1):
-            schedd.act(htcondor2.JobAction.RemoveX, c, ("benchmark over", 1))
+        force_remove(schedd, c, "benchmark over", pause=1)
         locks = self.pool.pods_dir / ".locks"
         for ad in ads:
             sb = ad.get("InterlinkSandbox")
@@ -283,6 +222,29 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parser(doc: str | None, pods: int) -> argparse.ArgumentParser:
+    """The command line of a benchmark: its docstring's first line and ``--pods``."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--pods", type=int, default=pods)
+    return ap
+
+
+def new_result(name: str, args: argparse.Namespace) -> Json:
+    return {"benchmark": name, "machine": machine_notes(), "params": vars(args)}
+
+
+@contextlib.contextmanager
+def running(info: PoolInfo) -> Iterator[BenchPlugin]:
+    """A started plugin; afterwards it is stopped and every job and sandbox of it removed."""
+    bench = BenchPlugin(info)
+    bench.start()
+    try:
+        yield bench
+    finally:
+        bench.stop()
+        bench.cleanup()
 
 
 def pool() -> PoolInfo:

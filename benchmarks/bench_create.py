@@ -15,7 +15,6 @@ python benchmarks/bench_create.py [--pods 300] [--concurrency 16] [--rounds 2]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import time
@@ -28,8 +27,10 @@ from _plugin import (
     cpu_seconds,
     create_many,
     idle_pod,
-    machine_notes,
+    new_result,
+    parser,
     pool,
+    running,
     summary_ms,
     write_result,
 )
@@ -71,19 +72,16 @@ def bare_phase(bench: BenchPlugin, pods: list[Json], concurrency: int) -> tuple[
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pods", type=int, default=300)
+    ap = parser(__doc__, pods=300)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
 
     info = pool()
-    result: Json = {"benchmark": "create", "machine": machine_notes(), "params": vars(args)}
+    result = new_result("create", args)
     rounds: list[Json] = []
     for r in range(args.rounds):
-        bench = BenchPlugin(info)
-        bench.start()
-        try:
+        with running(info) as bench:
             tag = f"{bench.instance[-8:]}r{r}"
             bare_pods = [idle_pod(i, tag + "b") for i in range(args.pods)]
             bare_s, bare_lat = bare_phase(bench, bare_pods, args.concurrency)
@@ -94,9 +92,6 @@ def main() -> None:
             plugin_lat = asyncio.run(create_many(bench.url, plugin_pods, args.concurrency))
             plugin_s = time.perf_counter() - t0
             plugin_cpu = cpu_seconds(bench.proc.pid) - c0
-        finally:
-            bench.stop()
-            bench.cleanup()
         rounds.append(
             {
                 "bare_pods_per_s": round(args.pods / bare_s, 1),

@@ -11,19 +11,19 @@ Usage: python benchmarks/bench_rss.py [--pods 1000] [--poll-seconds 60]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
 
 from _plugin import (
-    BenchPlugin,
     Json,
     RawHTTP,
     create_many,
     idle_pod,
-    machine_notes,
+    new_result,
+    parser,
     pool,
+    running,
     write_result,
 )
 
@@ -46,16 +46,13 @@ async def poll(port: int, pods: list[Json], seconds: float, rate: float = 200) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pods", type=int, default=1000)
+    ap = parser(__doc__, pods=1000)
     ap.add_argument("--poll-seconds", type=float, default=60)
     args = ap.parse_args()
 
     info = pool()
-    bench = BenchPlugin(info)
-    result: Json = {"benchmark": "rss", "machine": machine_notes(), "params": vars(args)}
-    bench.start()
-    try:
+    result = new_result("rss", args)
+    with running(info) as bench:
         time.sleep(2)
         result["baseline_rss_mib"] = round(bench.rss_mib(), 1)
         pods = [idle_pod(i, bench.instance[-8:]) for i in range(args.pods)]
@@ -71,9 +68,6 @@ def main() -> None:
             result["rss_mib_after_polling"] - result["baseline_rss_mib"], 1
         )
         result["target_at_most_150_mib"] = result["rss_mib_after_polling"] <= 150
-    finally:
-        bench.stop()
-        bench.cleanup()
     write_result("rss", result)
 
 

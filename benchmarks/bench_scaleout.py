@@ -212,7 +212,7 @@ def jobqueue_maker(pool: PoolInfo, workdir: Path, memory_gib: int) -> Callable[[
             job_extra_directives={
                 "universe": "container",
                 "container_image": str(pool.images["python"]),
-                "should_transfer_container": "no",
+                "transfer_container": "false",  # the image is already on the execute point
                 "transfer_executable": "false",
                 "initialdir": str(workdir),
             },

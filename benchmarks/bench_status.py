@@ -17,7 +17,6 @@ Usage: python benchmarks/bench_status.py [--pods 1000] [--rate 200] [--seconds 2
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -27,13 +26,14 @@ import httpx
 
 from _plugin import (
     BenchPlugin,
-    Json,
     RawHTTP,
     cpu_seconds,
     create_many,
     idle_pod,
-    machine_notes,
+    new_result,
+    parser,
     pool,
+    running,
     summary_ms,
     write_result,
 )
@@ -110,17 +110,14 @@ def bare_queries(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pods", type=int, default=1000)
+    ap = parser(__doc__, pods=1000)
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--seconds", type=float, default=20)
     args = ap.parse_args()
 
     info = pool()
-    bench = BenchPlugin(info)
-    result: Json = {"benchmark": "status", "machine": machine_notes(), "params": vars(args)}
-    bench.start()
-    try:
+    result = new_result("status", args)
+    with running(info) as bench:
         pods = [idle_pod(i, bench.instance[-8:]) for i in range(args.pods)]
         t0 = time.perf_counter()
         asyncio.run(create_many(bench.url, pods))
@@ -180,9 +177,6 @@ def main() -> None:
             "p50_under_20ms": p["p50_ms"] < 20,
             "at_most_about_1_query_per_s": p["schedd_queries_per_s"] <= 1.5,
         }
-    finally:
-        bench.stop()
-        bench.cleanup()
     write_result("status", result)
 
 

@@ -75,7 +75,7 @@ class PluginClient:
         projected: Sequence[Json] = (),
     ) -> Json:
         """POST /create with a RetrievedPodData body; returns ``{"PodUID", "PodJID"}``."""
-        body = {"pod": pod, "container": container_data(pod, configmaps, secrets, projected)}
+        body = create_body(pod, configmaps, secrets, projected)
         result: Json = (await self._call("POST", "/create", body)).json()
         return result
 
@@ -83,9 +83,7 @@ class PluginClient:
         """GET /status with a JSON list of pods (``[]`` is the ping)."""
         return (await self._call("GET", "/status", list(pods))).json()
 
-    async def logs(
-        self, namespace: str, name: str, uid: str, container: str, **opts: Any
-    ) -> str:
+    async def logs(self, namespace: str, name: str, uid: str, container: str, **opts: Any) -> str:
         body = log_request(namespace, name, uid, container, **opts)
         return (await self._call("GET", "/getLogs", body)).text
 
@@ -121,6 +119,16 @@ def container_data(
         }
         for n in names
     ]
+
+
+def create_body(
+    pod: Json,
+    configmaps: Sequence[Json] = (),
+    secrets: Sequence[Json] = (),
+    projected: Sequence[Json] = (),
+) -> Json:
+    """Exactly what interLink sends to /create (a RetrievedPodData)."""
+    return {"pod": pod, "container": container_data(pod, configmaps, secrets, projected)}
 
 
 def log_request(namespace: str, name: str, uid: str, container: str, **opts: Any) -> Json:

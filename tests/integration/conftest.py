@@ -11,22 +11,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from plugin_harness import Plugin
+from plugin_harness import Plugin, started
 
 from interlink_htcondor.devpool import PoolInfo
 
 
 @pytest.fixture(scope="session")
 def plugin(pool: PoolInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plugin]:
-    p = Plugin(pool, tmp_path_factory.mktemp("plugin"))
-    p.start()
-    try:
-        yield p
-    finally:
+    with started(pool, tmp_path_factory.mktemp("plugin")) as p:
         try:
-            p.delete_everything()
+            yield p
         finally:
-            p.stop()
             print(f"\nplugin log: {p.log_path}")
 
 

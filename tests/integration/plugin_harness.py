@@ -9,24 +9,24 @@ its own ``policy.instance``, so it sees none of any other session's jobs on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import yaml
 
-from interlink_htcondor.client import PluginClient, container_data
+from interlink_htcondor.client import PluginClient
+from interlink_htcondor.client import create_body as client_create_body
 from interlink_htcondor.devpool import PoolInfo
+from interlink_htcondor.serveproc import ServeProcess, force_remove, pool_schedd
+from interlink_htcondor.serveproc import free_port as free_port  # used by the tests
 
 PODS = Path(__file__).resolve().parent.parent / "pods"
 T = TypeVar("T")
@@ -35,12 +35,6 @@ Json = dict[str, Any]
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load_pod(file: str, **meta: Any) -> Json:
@@ -58,29 +52,26 @@ def load_objects(name: str) -> list[Json]:
     return [d for d in yaml.safe_load_all((PODS / name).read_text()) if d]
 
 
-class Plugin:
+class Plugin(ServeProcess):
     """A running ``interlink-htcondor serve`` subprocess."""
 
     def __init__(self, pool: PoolInfo, workdir: Path, **extra_env: str) -> None:
         self.pool = pool
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.instance = f"test-{uuid.uuid4().hex[:8]}"
         self.workdir = workdir
-        self.log_path = workdir / "plugin.log"
         # Where pods may mount hostPath volumes (visible at the same path in the pool).
         self.host_dir = pool.shared_dir / "hostpath" / self.instance
         self.host_dir.mkdir(parents=True, mode=0o755)
         os.chown(self.host_dir, pool.job_uid, pool.job_gid)
         os.chown(self.host_dir.parent, pool.job_uid, pool.job_gid)
-        self.env = {
+        env = {
             **os.environ,
             "INTERLINK_HTCONDOR_POLICY__INSTANCE": self.instance,
             "INTERLINK_HTCONDOR_POLICY__HELD_GRACE_SECONDS": "8",
             "INTERLINK_HTCONDOR_STORAGE__HOST_PATH_ALLOW": json.dumps([str(self.host_dir)]),
             **extra_env,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(env, log_path=workdir / "plugin.log")
         self.starts = 0
 
     def start(self, timeout: float = 60, attempts: int = 3) -> None:
@@ -91,7 +82,8 @@ class Plugin:
 
         for attempt in range(attempts):
             try:
-                self._start(timeout)
+                self.starts += 1
+                super().start(timeout)
                 return
             except RuntimeError:
                 if attempt + 1 == attempts:
@@ -99,50 +91,6 @@ class Plugin:
                 self.proc = None
                 devpool.ensure_up()
                 time.sleep(2)
-
-    def _start(self, timeout: float) -> None:
-        assert self.proc is None
-        self.starts += 1
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "interlink_htcondor",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"plugin exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"plugin not ready after {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
 
     def restart(self) -> None:
         self.stop()
@@ -157,12 +105,7 @@ class Plugin:
             shutil.rmtree(self.host_dir, ignore_errors=True)
 
     def _delete_everything(self) -> None:
-        import htcondor2
-
-        self.pool.apply_client_env()
-        schedd = htcondor2.Schedd(
-            htcondor2.Collector(self.pool.collector).locate(htcondor2.DaemonType.Schedd)
-        )
+        schedd = pool_schedd(self.pool)
         c = f'InterlinkPlugin == "{self.instance}"'
         keys = ["InterlinkPodUID", "InterlinkPodName", "InterlinkPodNamespace"]
         ads = list(schedd.query(constraint=c, projection=keys))
@@ -191,19 +134,10 @@ class Plugin:
 
         run(delete_all())
         if schedd.query(constraint=c, projection=["ClusterId"], limit=1):
-            # Remove takes idle jobs out at once; RemoveX then forces any that linger.
-            schedd.act(htcondor2.JobAction.Remove, c, ("test session over", 1))
-            time.sleep(2)
-            if schedd.query(constraint=c, projection=["ClusterId"], limit=1):
-                schedd.act(htcondor2.JobAction.RemoveX, c, ("test session over", 1))
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+            force_remove(schedd, c, "test session over", pause=2)
 
     def log_lines(self) -> list[Json]:
+        assert self.log_path is not None
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
@@ -227,15 +161,8 @@ class Plugin:
             timeout=120,
         )
 
-    def create_body(
-        self,
-        pod: Json,
-        configmaps: Sequence[Json] = (),
-        secrets: Sequence[Json] = (),
-        projected: Sequence[Json] = (),
-    ) -> Json:
-        """Exactly what interLink sends to /create."""
-        return {"pod": pod, "container": container_data(pod, configmaps, secrets, projected)}
+    # Exactly what interLink sends to /create.
+    create_body = staticmethod(client_create_body)
 
     def create(self, pod: Json, **objects: Sequence[Json]) -> Json:
         r = self.raw("POST", "/create", self.create_body(pod, **objects))
@@ -292,6 +219,20 @@ class Plugin:
                 return entry
             time.sleep(0.5)
         raise AssertionError(f"condition not reached in {timeout} s; last status: {entry}")
+
+
+@contextlib.contextmanager
+def started(pool: PoolInfo, workdir: Path, **extra_env: str) -> Iterator[Plugin]:
+    """A started plugin; afterwards every pod it left is deleted and it is stopped."""
+    p = Plugin(pool, workdir, **extra_env)
+    p.start()
+    try:
+        yield p
+    finally:
+        try:
+            p.delete_everything()
+        finally:
+            p.stop()
 
 
 def terminal(entry: Json | None) -> bool:

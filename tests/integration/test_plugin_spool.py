@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from plugin_harness import Plugin, load_pod, state_of
+from plugin_harness import Plugin, load_pod, started, state_of
 
 from interlink_htcondor.devpool import PoolInfo
 
@@ -19,15 +19,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def spool_plugin(pool: PoolInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plugin]:
-    p = Plugin(pool, tmp_path_factory.mktemp("spool"), INTERLINK_HTCONDOR_STORAGE__MODE="spool")
-    p.start()
-    try:
+    workdir = tmp_path_factory.mktemp("spool")
+    with started(pool, workdir, INTERLINK_HTCONDOR_STORAGE__MODE="spool") as p:
         yield p
-    finally:
-        try:
-            p.delete_everything()
-        finally:
-            p.stop()
 
 
 def test_spooled_pod_status_and_logs(spool_plugin: Plugin) -> None:

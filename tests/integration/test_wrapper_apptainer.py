@@ -7,15 +7,11 @@ pool's root file system, then reads the CRI logs and ``status.json`` from the ho
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
-import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,57 +20,14 @@ import pytest
 from interlink_htcondor import attrs, jobspec
 from interlink_htcondor.devpool import PoolInfo
 from interlink_htcondor.jobside import wrapper
+from interlink_htcondor.serveproc import free_port
+from unit._wrapper_harness import HOSTILE as UNIT_HOSTILE
+from unit._wrapper_harness import SandboxRun
 
 pytestmark = pytest.mark.integration
 
-CRI_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) ([FP]) (.*)$")
-
-HOSTILE = {
-    "QUOTES": "it's \"double\" and 'single'",
-    "DOLLAR": "$HOME ${HOME} $(id) $$ $1 $",
-    "BACKTICKS": "`id` `echo pwned`",
-    "JSON": '{"a": [1, "two", {"3": null}], "s": "x\\"y"}',
-    "NEWLINES": "line1\nline2\n\nline4\n",
-    "CRLF": "a\r\nb\r\n",
-    "CRS": "x\r\r\ny\r",
-    "TABS": "\tcol1\tcol2\t",
-    "UNICODE": "héllo \u2013 日本語 🚀 \u200b",
-    "EMPTY": "",
-    "SPACES": "   ",
-    "BACKSLASH": "C:\\path\\n\\t\\\\",
-    "SHELL": "a; rm -rf / && echo pwned | cat > /tmp/x; exit 1",
-    "GLOB": "* ? [a-z] ~",
-    "CTRL": "\x01\x1b[31mred\x7f",
-    "U0A": "literal \\u000A stays",
-}
-
-
-@dataclass
-class Result:
-    returncode: int
-    stderr: str
-    sandbox: Path
-
-    @property
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.sandbox / "status.json").read_text())
-        return data
-
-    def state(self, name: str) -> dict[str, Any]:
-        st = self.status
-        for c in st["init_containers"] + st["containers"]:
-            if c["name"] == name:
-                return dict(c)
-        raise KeyError(name)
-
-    def text(self, name: str, stream: str = "stdout") -> bytes:
-        out = b""
-        for raw in (self.sandbox / "logs" / f"{name}.log").read_bytes().split(b"\n")[:-1]:
-            m = CRI_LINE.match(raw)
-            assert m, raw
-            if m[1].decode() == stream:
-                out += m[3] + (b"\n" if m[2] == b"F" else b"")
-        return out
+# The unit tests' hostile values, and an escape that JSON decoding must not expand.
+HOSTILE = {**UNIT_HOSTILE, "U0A": "literal \\u000A stays"}
 
 
 def _run(
@@ -84,7 +37,7 @@ def _run(
     *,
     files: dict[str, str] | None = None,
     term_after: float | None = None,
-) -> Result:
+) -> SandboxRun:
     """Runs the wrapper as the job user inside the pool, in ``sandbox`` holding ``files``
     (as the plugin writes volumes); ``term_after`` sends the wrapper SIGTERM."""
     for rel, content in (files or {}).items():
@@ -100,7 +53,7 @@ def _run(
     if term_after is not None:
         argv = ["timeout", "--preserve-status", "-s", "TERM", str(term_after), *argv]
     r = pool.run_in_pool(argv, cwd=sandbox, timeout=180)
-    return Result(r.returncode, r.stderr.decode("utf-8", "replace"), sandbox)
+    return SandboxRun(r.returncode, r.stderr.decode("utf-8", "replace"), sandbox)
 
 
 def _spec(containers: list[jobspec.ContainerSpec], **kw: Any) -> jobspec.JobSpec:
@@ -269,17 +222,10 @@ def test_run_uses_the_image_entrypoint_exec_does_not(
     assert res.returncode == bad["exit_code"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_containers_talk_over_localhost(
     pool: PoolInfo, sandbox: Path, busybox: str, python_image: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = (
         "import http.server, os, threading, time\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"

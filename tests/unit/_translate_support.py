@@ -96,10 +96,7 @@ def request(
     secrets: list[Json] = (),  # type: ignore[assignment]
     projected: list[Json] = (),  # type: ignore[assignment]
 ) -> CreateRequest:
-    body = {
-        "pod": copy.deepcopy(p),
-        "container": client.container_data(p, configmaps, secrets, projected),
-    }
+    body = client.create_body(copy.deepcopy(p), configmaps, secrets, projected)
     # Through JSON, as it travels on the wire.
     return parse_create_body(json.loads(json.dumps(body)))
 

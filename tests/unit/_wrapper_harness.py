@@ -3,7 +3,7 @@
 The stand-ins (``wrapper_doubles/``) exec the container's argv on the host: these tests
 cover the wrapper's orchestration (order, parallelism, logs, states, limits, signals). What
 Apptainer itself does with the command line is covered by tests/integration with the real
-Apptainer.
+Apptainer, which reads a run's sandbox with ``SandboxRun`` and uses ``HOSTILE`` too.
 """
 
 from __future__ import annotations
@@ -27,6 +27,26 @@ DOUBLES = Path(__file__).parent / "wrapper_doubles"
 CRI_LINE = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (stdout|stderr) ([FP]) (.*)$")
 
 
+# Environment values and arguments that a shell-built command line would mangle.
+HOSTILE = {
+    "QUOTES": "it's \"double\" and 'single'",
+    "DOLLAR": "$HOME ${HOME} $(id) $$ $1 $",
+    "BACKTICKS": "`id` `echo pwned`",
+    "JSON": '{"a": [1, "two", {"3": null}], "s": "x\\"y"}',
+    "NEWLINES": "line1\nline2\n\nline4\n",
+    "CRLF": "a\r\nb\r\n",
+    "CRS": "x\r\r\ny\r",
+    "TABS": "\tcol1\tcol2\t",
+    "UNICODE": "héllo \u2013 日本語 🚀 \u200b",
+    "EMPTY": "",
+    "SPACES": "   ",
+    "BACKSLASH": "C:\\path\\n\\t\\\\",
+    "SHELL": "a; rm -rf / && echo pwned | cat > /tmp/x; exit 1",
+    "GLOB": "* ? [a-z] ~",
+    "CTRL": "\x01\x1b[31mred\x7f",
+}
+
+
 def py(code: str) -> list[str]:
     """argv running Python code in the "container" (the stand-in execs it on the host)."""
     return [sys.executable, "-c", code]
@@ -45,14 +65,12 @@ class CriRecord:
 
 
 @dataclass
-class WrapperRun:
+class SandboxRun:
+    """A finished wrapper run as its sandbox shows it: ``status.json`` and the CRI logs."""
+
     returncode: int
     stderr: str
     sandbox: Path
-    elapsed: float
-    chirp_file: Path
-    record_file: Path
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -82,6 +100,14 @@ class WrapperRun:
             for r in self.records(name)
             if r.stream == stream
         )
+
+
+@dataclass
+class WrapperRun(SandboxRun):
+    elapsed: float
+    chirp_file: Path
+    record_file: Path
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def chirps(self) -> list[list[str]]:

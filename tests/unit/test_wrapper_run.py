@@ -13,27 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from _wrapper_harness import Harness, container, oldest_python, py, wait_for
+from _wrapper_harness import HOSTILE, Harness, container, oldest_python, py, wait_for
 
 from interlink_htcondor import attrs, jobspec
-
-HOSTILE = {
-    "QUOTES": "it's \"double\" and 'single'",
-    "DOLLAR": "$HOME ${HOME} $(id) $$ $1 $",
-    "BACKTICKS": "`id` `echo pwned`",
-    "JSON": '{"a": [1, "two", {"3": null}], "s": "x\\"y"}',
-    "NEWLINES": "line1\nline2\n\nline4\n",
-    "CRLF": "a\r\nb\r\n",
-    "CRS": "x\r\r\ny\r",
-    "TABS": "\tcol1\tcol2\t",
-    "UNICODE": "héllo \u2013 日本語 🚀 \u200b",
-    "EMPTY": "",
-    "SPACES": "   ",
-    "BACKSLASH": "C:\\path\\n\\t\\\\",
-    "SHELL": "a; rm -rf / && echo pwned | cat > /tmp/x; exit 1",
-    "GLOB": "* ? [a-z] ~",
-    "CTRL": "\x01\x1b[31mred\x7f",
-}
 
 
 @pytest.fixture
