@@ -54,6 +54,7 @@ from interlink_htcondor.devpool import PoolInfo, ensure_up
 warnings.filterwarnings("ignore", category=VersionMismatchWarning)
 ATTRS = [
     "ClusterId",
+    "ProcId",
     "QDate",
     "LastMatchTime",
     "JobCurrentStartDate",
@@ -62,7 +63,7 @@ ATTRS = [
 ]
 
 
-class Arrivals(SchedulerPlugin):  # type: ignore[misc]
+class Arrivals(SchedulerPlugin):
     """Records when each worker registers at the scheduler (by worker name)."""
 
     def __init__(self) -> None:
@@ -167,14 +168,16 @@ def measure(
                 raise TimeoutError(f"{kind}: {len(arrivals.at)} of {n} workers connected")
             time.sleep(0.01)
         t_all = time.time()
-        ids = job_ids(cluster)
-        by_cluster = {int(j.split(".")[0]): name for name, j in ids.items()}
+        # Job ids are ClusterId.ProcId: the plugin may submit a batch as one cluster.
+        by_job = {j: name for name, j in job_ids(cluster).items()}
+        clusters = {j.split(".")[0] for j in by_job}
         ads = {
-            by_cluster[int(ad["ClusterId"])]: ad
+            by_job[f"{ad['ClusterId']}.{ad['ProcId']}"]: ad
             for ad in schedd.query(
-                constraint=" || ".join(f"ClusterId == {c}" for c in by_cluster),
+                constraint=" || ".join(f"ClusterId == {c}" for c in clusters),
                 projection=ATTRS,
             )
+            if f"{ad['ClusterId']}.{ad['ProcId']}" in by_job
         }
         phases = job_phases(ads, arrivals.at)
         return {
@@ -197,7 +200,7 @@ def plugin_maker(url: str, memory: str) -> Callable[[], Any]:
 
 
 def jobqueue_maker(pool: PoolInfo, workdir: Path, memory_gib: int) -> Callable[[], Any]:
-    from dask_jobqueue import HTCondorCluster
+    from dask_jobqueue import HTCondorCluster  # type: ignore[attr-defined]
 
     def make() -> Any:
         return HTCondorCluster(
@@ -226,8 +229,7 @@ def jobqueue_ids(cluster: Any) -> dict[str, str]:
 
 
 def machine_notes(pool: PoolInfo) -> dict[str, Any]:
-    import dask
-    import distributed
+    from importlib.metadata import version
 
     cpu = next(
         (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -249,8 +251,9 @@ def machine_notes(pool: PoolInfo) -> dict[str, Any]:
         "slot_memory_mib": pool.slot_memory_mib,
         "condor": condor,
         "apptainer": apptainer,
-        "dask": dask.__version__,
-        "distributed": distributed.__version__,
+        "dask": version("dask"),
+        "distributed": version("distributed"),
+        "dask_jobqueue": version("dask-jobqueue"),
         "python": platform.python_version(),
     }
 
@@ -269,7 +272,7 @@ def summarise(results: list[dict[str, Any]]) -> str:
                 continue
 
             def m(key: str, runs: list[dict[str, Any]] = runs) -> float:
-                return statistics.median(r[key] for r in runs)
+                return float(statistics.median(r[key] for r in runs))
 
             med[kind] = m("total")
             rows.append(

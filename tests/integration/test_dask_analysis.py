@@ -87,10 +87,11 @@ def test_z_peak_is_fitted_from_work_done_on_the_htcondor_workers(
     for chain in chains.values():
         assert "condor_starter" in chain
     assert all(tuple(v) == ("3", "11") for v in versions.values())
-    job_ids = {int(j.split(".")[0]) for j in jobs.values()}
     ads = schedd.query(
-        constraint=" || ".join(f"ClusterId == {j}" for j in job_ids),
-        projection=["ClusterId", "JobStatus"],
+        constraint=" || ".join(
+            f"(ClusterId == {c} && ProcId == {p})" for c, p in (j.split(".") for j in jobs.values())
+        ),
+        projection=["ClusterId", "ProcId", "JobStatus"],
     )
-    assert {int(ad["ClusterId"]) for ad in ads} == job_ids
+    assert {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads} == set(jobs.values())
     assert all(ad["JobStatus"] == 2 for ad in ads)

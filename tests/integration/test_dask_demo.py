@@ -23,7 +23,7 @@ def test_demo_fits_the_z_peak_on_htcondor_workers_and_writes_the_plot(
     assert re.search(r"workers: 0/2 running, 2 (submitting|pending)", text)
     assert "workers: 2/2 running" in text
     # the work ran on HTCondor jobs, in the container
-    assert len(re.findall(r"partitions, HTCondor job \d+\.0, Python 3\.11", text)) == 2
+    assert len(re.findall(r"partitions, HTCondor job \d+\.\d+, Python 3\.11", text)) == 2
     assert "60,000 events" in text
     m = re.search(r"Z peak: m = ([0-9.]+) ± ([0-9.]+) GeV", text)
     assert m, text

@@ -53,7 +53,7 @@ def jobs_of(schedd: Any, names: list[str]) -> dict[str, Any]:
     quoted = ", ".join(f'"{n}"' for n in names)
     ads = schedd.query(
         constraint=f"member(InterlinkPodName, {{{quoted}}})",
-        projection=["InterlinkPodName", "JobStatus", "ClusterId", "HoldReason"],
+        projection=["InterlinkPodName", "JobStatus", "ClusterId", "ProcId", "HoldReason"],
     )
     return {str(ad["InterlinkPodName"]): ad for ad in ads}
 
@@ -78,7 +78,9 @@ def test_workers_are_htcondor_jobs_in_apptainer(cluster: PluginCluster, schedd: 
     ads = jobs_of(schedd, names)
     assert sorted(ads) == names
     assert all(ad["JobStatus"] == RUNNING for ad in ads.values())
-    assert {f"{ad['ClusterId']}.0" for ad in ads.values()} == set(cluster.jobs().values())
+    assert {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads.values()} == set(
+        cluster.jobs().values()
+    )
     with Client(cluster) as client:
         info = client.run(
             lambda: {
@@ -101,7 +103,7 @@ def test_held_job_is_shown_with_its_hold_reason(cluster: PluginCluster, pool: Po
     until(lambda: len(cluster.jobs()) == 1, 60, "job submitted")
     (job,) = cluster.jobs().values()
     # condor_hold as the job owner (Schedd.act's reason does not reach HoldReason)
-    hold = ["condor_hold", "-reason", "held by the test: disk quota", job.split(".")[0]]
+    hold = ["condor_hold", "-reason", "held by the test: disk quota", job]
     assert pool.run_in_pool(hold, timeout=30).returncode == 0
     until(lambda: cluster.counts().held == 1, 60, "held worker")
     assert "1 held" in repr(cluster)

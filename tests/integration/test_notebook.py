@@ -43,9 +43,9 @@ def test_notebook_runs_the_analysis_on_htcondor_workers(pool: PoolInfo, tmp_path
     assert "3/3 running" in text
     listed = re.search(r"HTCondor jobs: (\{.*\})", text)
     assert listed, text
-    cluster_jobs = set(re.findall(r"'(\d+\.0)'", listed.group(1)))
+    cluster_jobs = set(re.findall(r"'(\d+\.\d+)'", listed.group(1)))
     assert len(cluster_jobs) == 3
-    done_by = re.findall(r"HTCondor job\s+(\d+\.0)", text.split("HTCondor jobs:")[1])
+    done_by = re.findall(r"HTCondor job\s+(\d+\.\d+)", text.split("HTCondor jobs:")[1])
     assert len(done_by) == 16  # 8 files x 2 steps, each histogrammed by ...
     assert set(done_by) <= cluster_jobs  # ... one of the cluster's HTCondor jobs
     assert "container /" in text  # each partition was filled inside Apptainer

@@ -98,3 +98,32 @@ def test_scale_down_order_removes_idle_before_working_and_newest_first() -> None
     order = scale_down_order(phases, list(phases))
     assert order == ["w6", "w5", "w4", "w3", "w2", "w1", "w0"]
     assert Phase.PENDING.waiting and not Phase.RUNNING.waiting
+
+
+def test_terminal_display_prints_changes_and_each_note_once() -> None:
+    import io
+
+    from interlink_htcondor.dask.progress import TerminalDisplay
+
+    out = io.StringIO()
+    d = TerminalDisplay(out)
+    pending = Counts.of([Phase.PENDING, Phase.PENDING], requested=2)
+    d.update(pending)
+    d.update(pending)  # unchanged: not printed again
+    d.update(Counts.of([Phase.RUNNING, Phase.HELD], requested=2), ["w-1 held: JobHeld: quota"])
+    d.update(Counts.of([Phase.RUNNING, Phase.HELD], requested=2), ["w-1 held: JobHeld: quota"])
+    d.close()
+    lines = out.getvalue().splitlines()
+    assert [ln.split("] ", 1)[1] for ln in lines if "workers:" in ln] == [
+        "workers: 0/2 running, 2 pending",
+        "workers: 1/2 running, 1 held",
+    ]
+    assert lines.count("  ! w-1 held: JobHeld: quota") == 1
+
+
+def test_counts_html_escapes_reasons() -> None:
+    from interlink_htcondor.dask.progress import counts_html
+
+    page = counts_html(Counts.of([Phase.FAILED], requested=1), ["<script>x</script>"])
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert "0/1 running" in page
