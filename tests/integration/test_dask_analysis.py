@@ -6,12 +6,12 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import pytest
 from distributed import Client, get_task_stream
+from worker_probe import ancestors
 
 from dimuon import analyze, dataset, generate
 from interlink_htcondor.dask import PluginCluster
@@ -21,17 +21,6 @@ from interlink_htcondor.devpool import PoolInfo
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 N_WORKERS = 3
-
-
-def ancestors() -> list[str]:
-    """Command names of this process and its ancestors (runs on a worker)."""
-    names, pid = [], "self"
-    while pid not in ("0", ""):
-        status = Path(f"/proc/{pid}/status").read_text()
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        names.append(fields["Name"].strip())
-        pid = fields["PPid"].strip()
-    return names
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 import cloudpickle
 import pytest
 from distributed import Client
+from worker_probe import ancestors
 
 from interlink_htcondor.dask import PluginCluster, WorkerStartError
 from interlink_htcondor.dask.localplugin import LocalPlugin
@@ -56,19 +57,6 @@ def jobs_of(schedd: Any, names: list[str]) -> dict[str, Any]:
         projection=["InterlinkPodName", "JobStatus", "ClusterId", "ProcId", "HoldReason"],
     )
     return {str(ad["InterlinkPodName"]): ad for ad in ads}
-
-
-def ancestors() -> list[str]:
-    """The command names of this process and its ancestors (runs on a worker)."""
-    from pathlib import Path
-
-    names, pid = [], "self"
-    while pid not in ("0", ""):
-        status = Path(f"/proc/{pid}/status").read_text()
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        names.append(fields["Name"].strip())
-        pid = fields["PPid"].strip()
-    return names
 
 
 def test_workers_are_htcondor_jobs_in_apptainer(cluster: PluginCluster, schedd: Any) -> None:

@@ -803,6 +803,19 @@ class Container(object):
 
     # -- running -------------------------------------------------------------------------
 
+    def _spawn(self, cmd: List[str], env_vars: Dict[bytes, bytes]) -> "subprocess.Popen[bytes]":
+        """Start an apptainer command (container or hook) with piped output, in its own
+        session so that its whole process tree can be signalled together."""
+        return subprocess.Popen(
+            [fsb(a) for a in cmd],
+            env=process_env(self.pod.host_env, env_vars),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=fsb(self.pod.sandbox),
+            start_new_session=True,
+        )
+
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name="container-" + self.name)
         self.thread.daemon = True
@@ -875,15 +888,7 @@ class Container(object):
                 return None
             self.kill_reason, self.kill_message = None, ""
             try:
-                proc = subprocess.Popen(
-                    [fsb(a) for a in cmd],
-                    env=process_env(self.pod.host_env, env_vars),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    cwd=fsb(self.pod.sandbox),
-                    start_new_session=True,  # its own process group: the tree dies together
-                )
+                proc = self._spawn(cmd, env_vars)
             except (OSError, ValueError) as e:
                 msg = "cannot start %s: %s" % (cmd[0], e)
                 self.log.note(msg)
@@ -986,15 +991,7 @@ class Container(object):
         out = CriLog(fsb(path))
         log("container %s: running preStop hook" % self.name)
         try:
-            proc = subprocess.Popen(
-                [fsb(a) for a in cmd],
-                env=process_env(self.pod.host_env, env_vars),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=fsb(self.pod.sandbox),
-                start_new_session=True,
-            )
+            proc = self._spawn(cmd, env_vars)
         except (OSError, ValueError) as e:
             log("container %s: preStop not run: %s" % (self.name, e))
             out.close()
