@@ -25,7 +25,7 @@ import httpx
 
 from interlink_htcondor.client import create_body
 from interlink_htcondor.devpool import PoolInfo, ensure_up
-from interlink_htcondor.serveproc import ServeProcess, force_remove, pool_schedd
+from interlink_htcondor.local_plugin import ServeProcess, force_remove, pool_schedd
 
 Json = dict[str, Any]
 # Never matches a slot: the job stays idle, tracked but not run.

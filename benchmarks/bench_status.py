@@ -82,7 +82,7 @@ def bare_queries(
     schedd = htcondor2.Schedd(
         htcondor2.Collector(bench.pool.collector).locate(htcondor2.DaemonType.Schedd)
     )
-    from interlink_htcondor.status import PROJECTION
+    from interlink_htcondor.core.pod_status import PROJECTION
 
     latencies: list[float] = []
 

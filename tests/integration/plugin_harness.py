@@ -25,8 +25,8 @@ import yaml
 from interlink_htcondor.client import PluginClient
 from interlink_htcondor.client import create_body as client_create_body
 from interlink_htcondor.devpool import PoolInfo
-from interlink_htcondor.serveproc import ServeProcess, force_remove, pool_schedd
-from interlink_htcondor.serveproc import free_port as free_port  # used by the tests
+from interlink_htcondor.local_plugin import ServeProcess, force_remove, pool_schedd
+from interlink_htcondor.local_plugin import free_port as free_port  # used by the tests
 
 PODS = Path(__file__).resolve().parent.parent / "pods"
 T = TypeVar("T")

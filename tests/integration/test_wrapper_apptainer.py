@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from interlink_htcondor import attrs, jobspec
+from interlink_htcondor.core import classad_attrs, jobspec
 from interlink_htcondor.devpool import PoolInfo
 from interlink_htcondor.jobside import wrapper
-from interlink_htcondor.serveproc import free_port
+from interlink_htcondor.local_plugin import free_port
 from unit._wrapper_harness import HOSTILE as UNIT_HOSTILE
 from unit._wrapper_harness import SandboxRun
 
@@ -410,8 +410,8 @@ def test_states_reach_the_job_ad_through_condor_chirp(
         ad = wait_job(cluster)
     finally:
         schedd.act(htcondor2.JobAction.Remove, f"ClusterId == {cluster} && JobStatus != 4")
-    main = attrs.decode_state(ad["InterlinkStateC0"])
-    init = attrs.decode_state(ad["InterlinkStateI0"])
+    main = classad_attrs.decode_state(ad["InterlinkStateC0"])
+    init = classad_attrs.decode_state(ad["InterlinkStateI0"])
     assert main is not None and (main.state, main.exit_code, main.reason) == (
         "terminated",
         3,

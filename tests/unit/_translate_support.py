@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 from interlink_htcondor import client
-from interlink_htcondor.jobspec import SPEC_FILE, JobSpec
-from interlink_htcondor.models import CreateRequest, parse_create_body
-from interlink_htcondor.plan import JobPlan
+from interlink_htcondor.core.jobspec import SPEC_FILE, JobSpec
+from interlink_htcondor.core.models import CreateRequest, parse_create_body
+from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.settings import Settings
 
 Json = dict[str, Any]

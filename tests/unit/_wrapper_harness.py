@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interlink_htcondor import jobspec
+from interlink_htcondor.core import jobspec
 from interlink_htcondor.jobside import wrapper
 
 WRAPPER = Path(wrapper.__file__)

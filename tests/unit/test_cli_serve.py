@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from interlink_htcondor import cli_serve
-from interlink_htcondor.cli import UsageError
+from interlink_htcondor.cli import UsageError, serve
 from interlink_htcondor.settings import Settings
 
 
@@ -29,70 +28,70 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_flags_override_the_file(tmp_path: Path) -> None:
     cfg = write(tmp_path, "server:\n  port: 5000\n  socket: /run/x.sock\n")
-    s = cli_serve.resolve_settings(args(config=cfg, host="127.0.0.2", port=4100))
+    s = serve.resolve_settings(args(config=cfg, host="127.0.0.2", port=4100))
     assert (s.server.host, s.server.port, s.server.socket) == ("127.0.0.2", 4100, None)
-    s = cli_serve.resolve_settings(args(config=cfg, log_level="debug"))
+    s = serve.resolve_settings(args(config=cfg, log_level="debug"))
     assert s.server.socket == Path("/run/x.sock") and s.server.log_level == "debug"
 
 
 def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     cfg = write(tmp_path, "server:\n  port: lots\n  bogus: 1\n")
     with pytest.raises(UsageError) as e:
-        cli_serve.resolve_settings(args(config=cfg))
+        serve.resolve_settings(args(config=cfg))
     msg = str(e.value)
     assert "server.port" in msg and "\n" not in msg
     with pytest.raises(UsageError, match="cannot read config"):
-        cli_serve.resolve_settings(args(config=tmp_path / "missing.yaml"))
+        serve.resolve_settings(args(config=tmp_path / "missing.yaml"))
 
 
 def test_tls_needs_both_files_and_tcp(tmp_path: Path) -> None:
     cfg = write(tmp_path, "server:\n  tls_cert: /c.pem\n")
     with pytest.raises(UsageError, match="together"):
-        cli_serve.resolve_settings(args(config=cfg))
+        serve.resolve_settings(args(config=cfg))
     cfg = write(tmp_path, "server:\n  tls_cert: /c.pem\n  tls_key: /k.pem\n  socket: /s\n")
     with pytest.raises(UsageError, match="TCP only"):
-        cli_serve.resolve_settings(args(config=cfg))
+        serve.resolve_settings(args(config=cfg))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root refusal applies to root")
 def test_root_never_serves_without_run_as() -> None:
     with pytest.raises(UsageError, match="refusing to serve as root"):
-        cli_serve._target_account("")
+        serve._target_account("")
     with pytest.raises(UsageError, match="no such user"):
-        cli_serve._target_account("no-such-user-here")
+        serve._target_account("no-such-user-here")
     with pytest.raises(UsageError, match="is root"):
-        cli_serve._target_account("root")
+        serve._target_account("root")
 
 
 def test_unix_socket_mode_and_stale_file(tmp_path: Path) -> None:
     path = tmp_path / "run" / "plugin.sock"
     s = Settings(server={"socket": str(path), "socket_mode": 0o660})  # type: ignore[arg-type]
-    sock = cli_serve._listen(s, None)
+    sock = serve._listen(s, None)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o660
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
         # A live socket is refused...
         with pytest.raises(UsageError, match="in use"):
-            cli_serve._listen(s, None)
+            serve._listen(s, None)
     finally:
         sock.close()
     # ...a stale one replaced.
-    sock = cli_serve._listen(s, None)
+    sock = serve._listen(s, None)
     sock.close()
     path.unlink()
     path.write_text("not a socket")
     with pytest.raises(UsageError, match="not a socket"):
-        cli_serve._listen(s, None)
+        serve._listen(s, None)
 
 
 def test_tcp_listener_reports_a_busy_port() -> None:
     s = Settings(server={"host": "127.0.0.1", "port": 0})  # type: ignore[arg-type]
-    sock = cli_serve._listen(s, None)
+    sock = serve._listen(s, None)
     try:
         port = sock.getsockname()[1]
         busy = Settings(server={"host": "127.0.0.1", "port": port})  # type: ignore[arg-type]
         with pytest.raises(UsageError, match="cannot listen"):
-            cli_serve._listen(busy, None)
+            serve._listen(busy, None)
     finally:
         sock.close()
     assert isinstance(sock, socket.socket)

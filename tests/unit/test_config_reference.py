@@ -10,7 +10,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field
 
-from interlink_htcondor import configref, settings
+from interlink_htcondor import settings
+from interlink_htcondor.cli import config_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
@@ -34,23 +35,23 @@ def all_keys() -> list[tuple[str, str]]:
 
 
 def test_reference_is_up_to_date() -> None:
-    assert REFERENCE.read_text(encoding="utf-8") == configref.render_markdown(), (
-        f"docs/configuration.md is stale; regenerate it with: {configref.GENERATOR}"
+    assert REFERENCE.read_text(encoding="utf-8") == config_reference.render_markdown(), (
+        f"docs/configuration.md is stale; regenerate it with: {config_reference.GENERATOR}"
     )
 
 
 def test_check_option_detects_staleness(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.md"
-    assert configref.main(["-o", str(fresh)]) == 0
-    assert configref.main(["--check", str(fresh)]) == 0
+    assert config_reference.main(["-o", str(fresh)]) == 0
+    assert config_reference.main(["--check", str(fresh)]) == 0
     stale = tmp_path / "stale.md"
     stale.write_text(fresh.read_text().replace("`server.port`", "`server.prot`"))
-    assert configref.main(["--check", str(stale)]) == 1
-    assert configref.main(["--check", str(tmp_path / "missing.md")]) == 1
+    assert config_reference.main(["--check", str(stale)]) == 1
+    assert config_reference.main(["--check", str(tmp_path / "missing.md")]) == 1
 
 
 def test_every_key_is_documented_with_its_env_variable() -> None:
-    text = configref.render_markdown()
+    text = config_reference.render_markdown()
     for section, key in all_keys():
         env = f"{settings.ENV_PREFIX}{section.upper()}__{key.upper()}"
         rows = [line for line in text.splitlines() if line.startswith(f"| `{section}.{key}` |")]
@@ -60,7 +61,7 @@ def test_every_key_is_documented_with_its_env_variable() -> None:
 
 
 def test_documented_env_variables_really_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = {k.path: k for s in configref.sections() for k in s.keys}
+    rows = {k.path: k for s in config_reference.sections() for k in s.keys}
     overrides = {
         "schedd.collector": ("cm.example.org:9618", "cm.example.org:9618"),
         "server.port": ("4711", 4711),
@@ -83,20 +84,20 @@ def test_documented_env_variables_really_override(monkeypatch: pytest.MonkeyPatc
 
 
 def test_yaml_example_is_the_defaults(tmp_path: Path) -> None:
-    example = configref.example_yaml()
+    example = config_reference.example_yaml()
     path = tmp_path / "example.yaml"
     path.write_text(example)
     assert settings.load(path) == settings.Settings()
     data = yaml.safe_load(example)
     assert sorted((s, k) for s, keys in data.items() for k in keys) == sorted(all_keys())
     # ... and it is in the reference, verbatim.
-    assert f"```yaml\n{example}```" in configref.render_markdown()
+    assert f"```yaml\n{example}```" in config_reference.render_markdown()
 
 
 def test_generation_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = configref.render_markdown()
+    before = config_reference.render_markdown()
     monkeypatch.setenv(f"{settings.ENV_PREFIX}SERVER__PORT", "1234")
-    assert configref.render_markdown() == before
+    assert config_reference.render_markdown() == before
 
 
 class _Item(BaseModel):
@@ -119,7 +120,7 @@ class _Model(BaseModel):
 
 
 def test_type_and_default_rendering() -> None:
-    text = configref.render_markdown(_Model)
+    text = config_reference.render_markdown(_Model)
     assert '| `sec.mode` | one of `"a"`, `"b"` | `"a"` |' in text
     assert "| `sec.path` | path or null | `null` |" in text
     assert "| `sec.count` | integer (>= 1, <= 9) | `3` |" in text

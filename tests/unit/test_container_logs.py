@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from interlink_htcondor.logs import (
+from interlink_htcondor.core.container_logs import (
     LogOptionError,
     LogOptions,
     follow_log,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from interlink_htcondor import healthcheck, settings
+from interlink_htcondor import settings
+from interlink_htcondor.cli import healthcheck
 
 TOKEN = "s3cret-token"
 
@@ -184,7 +185,7 @@ def test_probe_against_the_real_plugin_app(tmp_path: Path) -> None:
     and not ready while its schedd cannot be reached."""
     import uvicorn
 
-    from interlink_htcondor.server import create_app
+    from interlink_htcondor.service.app import create_app
 
     sock = str(tmp_path / "plugin.sock")
     cfg = settings.Settings(

@@ -9,8 +9,8 @@ import pytest
 from _translate_support import pod
 from pydantic import ValidationError
 
-from interlink_htcondor import models
-from interlink_htcondor.models import (
+from interlink_htcondor.core import models
+from interlink_htcondor.core.models import (
     ContainerState,
     ContainerStateRunning,
     ContainerStateTerminated,

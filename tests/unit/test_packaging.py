@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from interlink_htcondor import configref, settings
+from interlink_htcondor import settings
+from interlink_htcondor.cli import config_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "packaging" / "systemd"
@@ -73,7 +74,7 @@ def test_unit_paths_match_its_config() -> None:
 
 
 def test_env_example_names_real_settings() -> None:
-    known = {k.env for s in configref.sections() for k in s.keys if k.env}
+    known = {k.env for s in config_reference.sections() for k in s.keys if k.env}
     names = re.findall(
         r"^#?(INTERLINK_HTCONDOR_\w+)=", (SYSTEMD / "interlink-htcondor.env").read_text(), re.M
     )
@@ -93,7 +94,7 @@ def test_dockerfile_runs_non_root_with_a_working_default_config(tmp_path: Path) 
     cfg = settings.load(config)
     assert cfg.server.socket is not None
     assert f"-o {uid} " in text and str(cfg.server.socket.parent) in text
-    assert "interlink_htcondor.healthcheck" in text.split("HEALTHCHECK", 1)[1]
+    assert "interlink_htcondor.cli.healthcheck" in text.split("HEALTHCHECK", 1)[1]
     assert 'ENTRYPOINT ["interlink-htcondor"]' in text
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert {"*", "!pyproject.toml", "!README.md", "!src/"} <= set(ignore)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from interlink_htcondor import attrs
-from interlink_htcondor.attrs import ContainerState, encode_state
-from interlink_htcondor.status import (
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.classad_attrs import ContainerState, encode_state
+from interlink_htcondor.core.pod_status import (
     COMPLETED,
     EXIT_KILLED,
     FROM_HISTORY,
@@ -43,12 +43,12 @@ def ad(status: int, **extra: Any) -> dict[str, Any]:
         "JobStatus": status,
         "EnteredCurrentStatus": int(NOW) - 10,
         "QDate": int(NOW) - 100,
-        attrs.POD_UID: POD.uid,
-        attrs.POD_NAME: "web",
-        attrs.POD_NAMESPACE: "ns",
-        attrs.INIT_CONTAINERS: "setup",
-        attrs.CONTAINERS: "main,side",
-        attrs.IMAGES: "/img/busybox.sif,/img/python.sif,/img/busybox.sif",
+        classad_attrs.POD_UID: POD.uid,
+        classad_attrs.POD_NAME: "web",
+        classad_attrs.POD_NAMESPACE: "ns",
+        classad_attrs.INIT_CONTAINERS: "setup",
+        classad_attrs.CONTAINERS: "main,side",
+        classad_attrs.IMAGES: "/img/busybox.sif,/img/python.sif,/img/busybox.sif",
     }
     base.update(extra)
     return base
@@ -221,7 +221,11 @@ def test_init_failure_terminates_everything_not_run() -> None:
     )
     a = ad(
         RUNNING,
-        **{attrs.INIT_CONTAINERS: "a,b", attrs.CONTAINERS: "main", attrs.IMAGES: ""},
+        **{
+            classad_attrs.INIT_CONTAINERS: "a,b",
+            classad_attrs.CONTAINERS: "main",
+            classad_attrs.IMAGES: "",
+        },
         InterlinkStateI0=st("terminated", 7, "", 1, 2),
     )
     r = run(a, pod)
@@ -319,7 +323,7 @@ def test_removal_does_not_relabel_containers_that_ended_before() -> None:
 
 def test_containers_from_pod_when_ad_lacks_them() -> None:
     a = ad(IDLE)
-    for k in (attrs.CONTAINERS, attrs.INIT_CONTAINERS, attrs.IMAGES):
+    for k in (classad_attrs.CONTAINERS, classad_attrs.INIT_CONTAINERS, classad_attrs.IMAGES):
         del a[k]
     r = run(a)
     assert [c["name"] for c in r.status["containers"]] == ["main", "side"]
@@ -350,13 +354,13 @@ def test_podref_from_pod_json_tolerates_nulls() -> None:
 
 
 def test_projection_covers_state_attributes() -> None:
-    assert attrs.state_attr("app", 0) in PROJECTION
-    assert attrs.state_attr("init", 31) in PROJECTION
-    assert "HoldReason" in PROJECTION and attrs.POD_UID in PROJECTION
+    assert classad_attrs.state_attr("app", 0) in PROJECTION
+    assert classad_attrs.state_attr("init", 31) in PROJECTION
+    assert "HoldReason" in PROJECTION and classad_attrs.POD_UID in PROJECTION
 
 
 def test_output_validates_against_the_wire_model() -> None:
-    from interlink_htcondor.models import PodStatus
+    from interlink_htcondor.core.models import PodStatus
 
     for status in (IDLE, RUNNING, REMOVED, COMPLETED, HELD):
         r = run(ad(status, InterlinkStateC0=st("running", start=5), ExitCode=0))
@@ -365,7 +369,7 @@ def test_output_validates_against_the_wire_model() -> None:
 
 
 def test_unmatchable_names_the_resource_no_slot_offers() -> None:
-    from interlink_htcondor.status import unmatchable
+    from interlink_htcondor.core.pod_status import unmatchable
 
     largest = {"Cpus": 8, "Memory": 16384, "Disk": 10_000_000, "GPUs": 0}
     assert unmatchable({"RequestCpus": 1, "RequestMemory": 2048}, largest) is None

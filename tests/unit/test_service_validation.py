@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from interlink_htcondor.server import JsonFormatter, create_app, read_status_file, session_var
+from interlink_htcondor.service.app import JsonFormatter, create_app, read_status_file, session_var
 from interlink_htcondor.settings import Settings
 
 UID = "0d3f1f9e-5c7a-4f43-9a38-6f1c2b9e7a10"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from interlink_htcondor import attrs
-from interlink_htcondor.snapshot import (
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.service.snapshot import (
     JobSnapshot,
     MissingJobResolver,
     SnapshotUnavailable,
@@ -32,7 +32,7 @@ class Clock:
 
 
 def job(uid: str, cluster: int, status: int = 2) -> dict[str, Any]:
-    return {attrs.POD_UID: uid, "ClusterId": cluster, "ProcId": 0, "JobStatus": status}
+    return {classad_attrs.POD_UID: uid, "ClusterId": cluster, "ProcId": 0, "JobStatus": status}
 
 
 class Fetcher:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from _translate_support import container, pod, request, settings, spec_of
 
-from interlink_htcondor.translate import TranslationError, translate
-from interlink_htcondor.translate.annotations import parse_duration
+from interlink_htcondor.core.translate import TranslationError, translate
+from interlink_htcondor.core.translate.annotations import parse_duration
 
 P = "htcondor.interlink.eu/"
 

@@ -20,8 +20,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from interlink_htcondor.translate import TranslationError, translate
-from interlink_htcondor.translate.envvars import expand
+from interlink_htcondor.core.translate import TranslationError, translate
+from interlink_htcondor.core.translate.envvars import expand
 
 ENV = {"VAR_A": "a", "VAR_B": "b", "EMPTY": "", "SPACED NAME": "s", "DOLLAR": "$"}
 

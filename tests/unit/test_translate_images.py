@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from _translate_support import container, pod, request, settings, spec_of
 
+from interlink_htcondor.core.translate import TranslationError, translate
+from interlink_htcondor.core.translate.images import resolve, split_reference
 from interlink_htcondor.settings import ImageRule
-from interlink_htcondor.translate import TranslationError, translate
-from interlink_htcondor.translate.images import resolve, split_reference
 
 RULES = [
     ImageRule(match="busybox:*", target="/images/busybox.sif"),

@@ -18,9 +18,9 @@ from _translate_support import (
     spec_of,
 )
 
-from interlink_htcondor.jobspec import MountSpec, VolumeSpec
-from interlink_htcondor.models import parse_create_body
-from interlink_htcondor.translate import TranslationError, translate
+from interlink_htcondor.core.jobspec import MountSpec, VolumeSpec
+from interlink_htcondor.core.models import parse_create_body
+from interlink_htcondor.core.translate import TranslationError, translate
 
 # A worker pod of dask-kubernetes' operator as the API server returns it (trimmed of
 # status conditions), inside the RetrievedPodData interLink builds around it.

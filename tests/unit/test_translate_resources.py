@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from _translate_support import container, pod, request, settings, spec_of
 
+from interlink_htcondor.core.translate import TranslationError, translate
+from interlink_htcondor.core.translate.resources import parse
 from interlink_htcondor.settings import ResourceSettings
-from interlink_htcondor.translate import TranslationError, translate
-from interlink_htcondor.translate.resources import parse
 
 
 def res(

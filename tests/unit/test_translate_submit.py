@@ -21,11 +21,11 @@ from _translate_support import (
     spec_of,
 )
 
-from interlink_htcondor import attrs
-from interlink_htcondor.jobspec import SPEC_FILE, WRAPPER_FILE
-from interlink_htcondor.translate import TranslationError, sandbox_dir, translate
-from interlink_htcondor.translate.submit import quote_arguments, quote_environment
-from interlink_htcondor.translate.wrapper import wrapper_source
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.jobspec import SPEC_FILE, WRAPPER_FILE
+from interlink_htcondor.core.translate import TranslationError, sandbox_dir, translate
+from interlink_htcondor.core.translate.submit import quote_arguments, quote_environment
+from interlink_htcondor.core.translate.wrapper import wrapper_source
 
 SHARED = "/srv/interlink/pods"
 
@@ -98,14 +98,14 @@ def test_shared_mode_description() -> None:
 def test_identity_attributes_are_classad_string_literals() -> None:
     p = pod(container("app"), container("side"), init=[container("setup")])
     s = translate(request(p), cfg(policy={"instance": 'odd "name" \\ here'})).submit
-    assert ad_value(s["+" + attrs.POD_UID]) == UID
-    assert ad_value(s["+" + attrs.POD_NAME]) == "demo"
-    assert ad_value(s["+" + attrs.POD_NAMESPACE]) == "team-a"
-    assert ad_value(s["+" + attrs.CONTAINERS]) == "app,side"
-    assert ad_value(s["+" + attrs.INIT_CONTAINERS]) == "setup"
-    assert ad_value(s["+" + attrs.IMAGES]) == "busybox:1.36,busybox:1.36,busybox:1.36"
-    assert ad_value(s["+" + attrs.SANDBOX]) == f"{SHARED}/team-a_demo_{UID}"
-    assert ad_value(s["+" + attrs.PLUGIN]) == 'odd "name" \\ here'
+    assert ad_value(s["+" + classad_attrs.POD_UID]) == UID
+    assert ad_value(s["+" + classad_attrs.POD_NAME]) == "demo"
+    assert ad_value(s["+" + classad_attrs.POD_NAMESPACE]) == "team-a"
+    assert ad_value(s["+" + classad_attrs.CONTAINERS]) == "app,side"
+    assert ad_value(s["+" + classad_attrs.INIT_CONTAINERS]) == "setup"
+    assert ad_value(s["+" + classad_attrs.IMAGES]) == "busybox:1.36,busybox:1.36,busybox:1.36"
+    assert ad_value(s["+" + classad_attrs.SANDBOX]) == f"{SHARED}/team-a_demo_{UID}"
+    assert ad_value(s["+" + classad_attrs.PLUGIN]) == 'odd "name" \\ here'
 
 
 def test_description_parses_in_the_bindings() -> None:

@@ -16,8 +16,8 @@ from _translate_support import (
     spec_of,
 )
 
-from interlink_htcondor.jobspec import MountSpec, VolumeSpec
-from interlink_htcondor.translate import TranslationError, translate
+from interlink_htcondor.core.jobspec import MountSpec, VolumeSpec
+from interlink_htcondor.core.translate import TranslationError, translate
 
 PEM = (
     "-----BEGIN CERTIFICATE-----\n"

@@ -9,7 +9,7 @@ import time
 import pytest
 from _wrapper_harness import WRAPPER, oldest_python
 
-from interlink_htcondor import attrs, jobspec
+from interlink_htcondor.core import classad_attrs, jobspec
 from interlink_htcondor.jobside import wrapper as w
 
 
@@ -40,24 +40,24 @@ def test_compiles_with_the_oldest_python_here() -> None:
 @pytest.mark.parametrize(
     "state",
     [
-        attrs.ContainerState("waiting"),
-        attrs.ContainerState("running", 0, "", 1700000000, 0),
-        attrs.ContainerState("terminated", 137, "OOMKilled", 1700000000, 1700000042),
-        attrs.ContainerState("waiting", 1, "CrashLoopBackOff", 1700000000, 1700000001),
+        classad_attrs.ContainerState("waiting"),
+        classad_attrs.ContainerState("running", 0, "", 1700000000, 0),
+        classad_attrs.ContainerState("terminated", 137, "OOMKilled", 1700000000, 1700000042),
+        classad_attrs.ContainerState("waiting", 1, "CrashLoopBackOff", 1700000000, 1700000001),
     ],
 )
-def test_state_encoding_matches_attrs(state: attrs.ContainerState) -> None:
+def test_state_encoding_matches_attrs(state: classad_attrs.ContainerState) -> None:
     encoded = w.encode_state(
         state.state, state.exit_code, state.reason, state.started, state.finished
     )
-    assert encoded == attrs.encode_state(state)
-    assert attrs.decode_state(encoded) == state
+    assert encoded == classad_attrs.encode_state(state)
+    assert classad_attrs.decode_state(encoded) == state
 
 
 def test_state_attribute_names_match_attrs() -> None:
     for i in range(3):
-        assert w.state_attr("init", i) == attrs.state_attr("init", i)
-        assert w.state_attr("app", i) == attrs.state_attr("app", i)
+        assert w.state_attr("init", i) == classad_attrs.state_attr("init", i)
+        assert w.state_attr("app", i) == classad_attrs.state_attr("app", i)
 
 
 def test_reasons_are_single_tokens() -> None:

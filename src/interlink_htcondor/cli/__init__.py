@@ -14,12 +14,12 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "pool": ("interlink_htcondor.devpool.cli", "run a personal HTCondor + Apptainer pool"),
-    "serve": ("interlink_htcondor.cli_serve", "serve the interLink plugin API"),
-    "render": ("interlink_htcondor.cli_render", "print the job a pod manifest becomes"),
-    "submit": ("interlink_htcondor.cli_tools", "send a pod to a running plugin"),
-    "status": ("interlink_htcondor.cli_tools", "show a pod's status from a running plugin"),
-    "logs": ("interlink_htcondor.cli_tools", "print a container's logs from a running plugin"),
-    "demo": ("interlink_htcondor.demo", "pool, plugin, Dask workers and the Z-peak analysis"),
+    "serve": ("interlink_htcondor.cli.serve", "serve the interLink plugin API"),
+    "render": ("interlink_htcondor.cli.render", "print the job a pod manifest becomes"),
+    "submit": ("interlink_htcondor.cli.admin", "send a pod to a running plugin"),
+    "status": ("interlink_htcondor.cli.admin", "show a pod's status from a running plugin"),
+    "logs": ("interlink_htcondor.cli.admin", "print a container's logs from a running plugin"),
+    "demo": ("interlink_htcondor.cli.demo", "pool, plugin, Dask workers and the Z-peak analysis"),
 }
 
 

@@ -4,7 +4,7 @@ The reference is derived from :mod:`interlink_htcondor.settings` alone, so it ca
 from what the plugin accepts: every key with its type, default, environment variable and
 description, then a complete YAML file of the defaults. Regenerate it with::
 
-    python -m interlink_htcondor.configref -o docs/configuration.md
+    python -m interlink_htcondor.cli.config_reference -o docs/configuration.md
 
 ``--check FILE`` exits 1 when FILE differs from what would be generated (used by the tests).
 """
@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 
 from interlink_htcondor.settings import ENV_PREFIX, Settings
 
-GENERATOR = "python -m interlink_htcondor.configref -o docs/configuration.md"
+GENERATOR = "python -m interlink_htcondor.cli.config_reference -o docs/configuration.md"
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def _row(cells: list[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m interlink_htcondor.configref",
+        prog="python -m interlink_htcondor.cli.config_reference",
         description="Print the configuration reference generated from the settings model.",
     )
     group = parser.add_mutually_exclusive_group()

@@ -3,9 +3,10 @@
 Kubernetes ``httpGet`` probes cannot reach a plugin that listens only on a unix socket, and a
 container image has no curl, so the chart's exec probes and the image's HEALTHCHECK use this::
 
-    python -m interlink_htcondor.healthcheck --socket /run/interlink-htcondor/plugin.sock /readyz
-    python -m interlink_htcondor.healthcheck --url http://127.0.0.1:4000 /healthz
-    python -m interlink_htcondor.healthcheck --config /etc/interlink-htcondor/config.yaml
+    python -m interlink_htcondor.cli.healthcheck \
+        --socket /run/interlink-htcondor/plugin.sock /readyz
+    python -m interlink_htcondor.cli.healthcheck --url http://127.0.0.1:4000 /healthz
+    python -m interlink_htcondor.cli.healthcheck --config /etc/interlink-htcondor/config.yaml
 
 ``--config`` finds the listener (socket, or TCP with TLS pinned to the configured
 certificate) and the bearer token file from the plugin's own settings. Only the standard
@@ -112,7 +113,7 @@ def probe(target: Target, path: str = "/healthz", timeout: float = 5.0) -> tuple
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m interlink_htcondor.healthcheck",
+        prog="python -m interlink_htcondor.cli.healthcheck",
         description="Exit 0 if the plugin answers 200 on PATH, 1 otherwise.",
     )
     where = parser.add_mutually_exclusive_group(required=True)

@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from interlink_htcondor import client, settings
 from interlink_htcondor.cli import UsageError
-from interlink_htcondor.jobspec import SPEC_FILE
-from interlink_htcondor.models import parse_create_body, validation_message
-from interlink_htcondor.plan import JobPlan
+from interlink_htcondor.core.jobspec import SPEC_FILE
+from interlink_htcondor.core.models import parse_create_body, validation_message
+from interlink_htcondor.core.plan import JobPlan
 
 PARTS = ("submit", "spec", "files")
 
@@ -132,7 +132,7 @@ def files_text(plan: JobPlan) -> str:
 
 
 def run(args: argparse.Namespace, name: str) -> int:
-    from interlink_htcondor.translate import TranslationError, translate
+    from interlink_htcondor.core.translate import TranslationError, translate
 
     pod = load_pod(args.pod)
     configmaps = [d for p in args.configmap for d in load_documents(p)]

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, name: str) -> int:
     if args.socket is not None and (args.host is not None or args.port is not None):
         raise UsageError("--socket cannot be combined with --host/--port")
     settings = resolve_settings(args)
-    from interlink_htcondor.server import configure_logging
+    from interlink_htcondor.service.app import configure_logging
 
     configure_logging(settings.server.log_level)
     srv = settings.server
@@ -246,7 +246,7 @@ def _serve(
 ) -> None:
     import uvicorn
 
-    from interlink_htcondor.server import create_app
+    from interlink_htcondor.service.app import create_app
 
     app = create_app(settings, bearer_token=token)
     config = uvicorn.Config(

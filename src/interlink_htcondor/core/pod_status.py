@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from interlink_htcondor import attrs
+from interlink_htcondor.core import classad_attrs
 
 # HTCondor JobStatus codes.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -67,17 +67,19 @@ JOB_ATTRS: tuple[str, ...] = (
     "RequestGPUs",
     "JobUniverse",
     "SingularityImage",
-    attrs.POD_UID,
-    attrs.POD_NAME,
-    attrs.POD_NAMESPACE,
-    attrs.CONTAINERS,
-    attrs.INIT_CONTAINERS,
-    attrs.IMAGES,
-    attrs.SANDBOX,
-    attrs.PLUGIN,
+    classad_attrs.POD_UID,
+    classad_attrs.POD_NAME,
+    classad_attrs.POD_NAMESPACE,
+    classad_attrs.CONTAINERS,
+    classad_attrs.INIT_CONTAINERS,
+    classad_attrs.IMAGES,
+    classad_attrs.SANDBOX,
+    classad_attrs.PLUGIN,
 )
 STATE_ATTRS: tuple[str, ...] = tuple(
-    attrs.state_attr(kind, i) for kind in ("init", "app") for i in range(MAX_TRACKED_CONTAINERS)
+    classad_attrs.state_attr(kind, i)
+    for kind in ("init", "app")
+    for i in range(MAX_TRACKED_CONTAINERS)
 )
 PROJECTION: tuple[str, ...] = JOB_ATTRS + STATE_ATTRS
 
@@ -127,7 +129,7 @@ class PodRef:
 class FileState:
     """A container's state as the wrapper wrote it to ``status.json``."""
 
-    state: attrs.ContainerState
+    state: classad_attrs.ContainerState
     message: str = ""
     restart_count: int = 0
 
@@ -204,9 +206,9 @@ def pod_status(
         if not pod.job_id:
             return None
         return _lost(pod)
-    init_names = _names(ad.get(attrs.INIT_CONTAINERS), pod.init_containers)
-    app_names = _names(ad.get(attrs.CONTAINERS), pod.containers)
-    images = _images(ad.get(attrs.IMAGES), init_names + app_names)
+    init_names = _names(ad.get(classad_attrs.INIT_CONTAINERS), pod.init_containers)
+    app_names = _names(ad.get(classad_attrs.CONTAINERS), pod.containers)
+    images = _images(ad.get(classad_attrs.IMAGES), init_names + app_names)
     jid = job_id(ad)
     status = _int(ad, "JobStatus")
     view = _JobView(ad, jid, now, file_states or {})
@@ -218,7 +220,7 @@ def pod_status(
     elif status in (RUNNING, SUSPENDED, TRANSFERRING_OUTPUT):
         states = view.live_states(init_names, app_names)
     elif status == HELD:
-        held_for = now - _int(ad, attrs.HELD_SINCE, int(now))
+        held_for = now - _int(ad, classad_attrs.HELD_SINCE, int(now))
         reason = _str(ad, "HoldReason") or "no reason given"
         if held_for >= held_grace_seconds:
             remove_reason = f"held for more than {held_grace_seconds} s: {reason}"
@@ -237,10 +239,10 @@ def pod_status(
             # Still in the queue while the wrapper runs preStop hooks and stops the
             # containers: they end with their own exit codes in a moment.
             states = view.live_states(init_names, app_names)
-            _annotate(states, end.message, _int(ad, attrs.HELD_SINCE))
+            _annotate(states, end.message, _int(ad, classad_attrs.HELD_SINCE))
         else:
             states = view.final_states(init_names, app_names, end)
-            _annotate(states, end.message, _int(ad, attrs.HELD_SINCE))
+            _annotate(states, end.message, _int(ad, classad_attrs.HELD_SINCE))
     elif status == COMPLETED:
         states = view.final_states(init_names, app_names, _job_exit(ad, jid))
     else:
@@ -259,9 +261,9 @@ def pod_status(
     terminal = all(isinstance(s, _Terminated) for s in states["app"]) and bool(app_list)
     return StatusResult(
         status={
-            "name": pod.name or _str(ad, attrs.POD_NAME),
-            "UID": pod.uid or _str(ad, attrs.POD_UID),
-            "namespace": pod.namespace or _str(ad, attrs.POD_NAMESPACE),
+            "name": pod.name or _str(ad, classad_attrs.POD_NAME),
+            "UID": pod.uid or _str(ad, classad_attrs.POD_UID),
+            "namespace": pod.namespace or _str(ad, classad_attrs.POD_NAMESPACE),
             "JID": jid,
             "containers": app_list,
             "initContainers": init_list,
@@ -314,8 +316,8 @@ class _JobView:
         self.job_started = _int(ad, "JobCurrentStartDate") or _int(ad, "JobStartDate")
 
     def reported(self, kind: Kind, index: int, name: str) -> FileState | None:
-        raw = self.ad.get(attrs.state_attr(kind, index))
-        chirped = attrs.decode_state(raw) if isinstance(raw, str) else None
+        raw = self.ad.get(classad_attrs.state_attr(kind, index))
+        chirped = classad_attrs.decode_state(raw) if isinstance(raw, str) else None
         from_file = self.file_states.get(name)
         if from_file is not None:
             # status.json is written after each chirp, so it wins over a stale attribute;
@@ -361,7 +363,9 @@ class _JobView:
     ) -> dict[Kind, list[_State]]:
         """The job is over: every container is terminated, from its own report if any."""
         finished = (
-            _int(self.ad, "CompletionDate") or _int(self.ad, attrs.HELD_SINCE) or int(self.now)
+            _int(self.ad, "CompletionDate")
+            or _int(self.ad, classad_attrs.HELD_SINCE)
+            or int(self.now)
         )
         out = self.live_states(init, app)
         for states in out.values():

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from interlink_htcondor.serveproc import ServeProcess
+from interlink_htcondor.local_plugin import ServeProcess
 
 
 class PluginStartError(RuntimeError):

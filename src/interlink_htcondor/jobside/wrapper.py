@@ -40,7 +40,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-# Must match interlink_htcondor.jobspec (tests/unit check that they agree).
+# Must match interlink_htcondor.core.jobspec (tests/unit check that they agree).
 SPEC_VERSION = 1
 SPEC_FILE = "pod.json"
 LOG_DIR = "logs"
@@ -143,12 +143,12 @@ def log(msg: str) -> None:
 
 
 def encode_state(state: str, exit_code: int, reason: str, started: int, finished: int) -> str:
-    """Same format as ``interlink_htcondor.attrs.encode_state`` (checked by a unit test)."""
+    """Same format as ``core.classad_attrs.encode_state`` (checked by a unit test)."""
     return "%s %d %s %d %d" % (state, exit_code, reason or "-", started, finished)
 
 
 def state_attr(kind: str, index: int) -> str:
-    """Same names as ``interlink_htcondor.attrs.state_attr``."""
+    """Same names as ``core.classad_attrs.state_attr``."""
     return "InterlinkState%s%d" % ("I" if kind == "init" else "C", index)
 
 

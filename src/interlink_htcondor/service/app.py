@@ -29,18 +29,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from interlink_htcondor import attrs, jobspec, models
-from interlink_htcondor.logs import LogOptionError, LogOptions, LogSource, follow_log, read_log
-from interlink_htcondor.metrics import CONTENT_TYPE, Metrics
-from interlink_htcondor.schedd import Capacity, ScheddError, ScheddGateway
-from interlink_htcondor.settings import Settings
-from interlink_htcondor.snapshot import (
-    JobSnapshot,
-    MissingJobResolver,
-    Snapshot,
-    SnapshotUnavailable,
+from interlink_htcondor.core import classad_attrs, jobspec, models
+from interlink_htcondor.core.container_logs import (
+    LogOptionError,
+    LogOptions,
+    LogSource,
+    follow_log,
+    read_log,
 )
-from interlink_htcondor.status import (
+from interlink_htcondor.core.pod_status import (
     COMPLETED,
     FROM_HISTORY,
     IDLE,
@@ -52,8 +49,17 @@ from interlink_htcondor.status import (
     runs_wrapper,
     unmatchable,
 )
+from interlink_htcondor.service.gateway import Capacity, ScheddError, ScheddGateway
+from interlink_htcondor.service.metrics import CONTENT_TYPE, Metrics
+from interlink_htcondor.service.snapshot import (
+    JobSnapshot,
+    MissingJobResolver,
+    Snapshot,
+    SnapshotUnavailable,
+)
+from interlink_htcondor.settings import Settings
 
-log = logging.getLogger("interlink_htcondor.server")
+log = logging.getLogger("interlink_htcondor.service.app")
 
 SESSION_HEADER = "interlink-http-session"
 session_var: contextvars.ContextVar[str] = contextvars.ContextVar("session", default="-")
@@ -300,8 +306,12 @@ class Plugin:
     def sandbox(
         self, namespace: str, name: str, uid: str, ad: Mapping[str, Any] | None
     ) -> Path | None:
-        if ad is not None and isinstance(ad.get(attrs.SANDBOX), str) and ad[attrs.SANDBOX]:
-            return Path(ad[attrs.SANDBOX])
+        if (
+            ad is not None
+            and isinstance(ad.get(classad_attrs.SANDBOX), str)
+            and ad[classad_attrs.SANDBOX]
+        ):
+            return Path(ad[classad_attrs.SANDBOX])
         try:
             return self._sandbox_for(self.settings, namespace, name, uid)
         except self._translation_error:
@@ -550,7 +560,9 @@ class Plugin:
         ad = await self._find_job(req.pod_uid)
         if ad is None:
             raise HTTPError(404, f"pod {pod} (uid {req.pod_uid}) is not known to this plugin")
-        names = _split(ad.get(attrs.INIT_CONTAINERS)) + _split(ad.get(attrs.CONTAINERS))
+        names = _split(ad.get(classad_attrs.INIT_CONTAINERS)) + _split(
+            ad.get(classad_attrs.CONTAINERS)
+        )
         if req.container_name not in names:
             raise HTTPError(404, f"container {req.container_name!r} is not in pod {pod}")
         sandbox = self.sandbox(req.namespace, req.pod_name, req.pod_uid, ad)
@@ -688,7 +700,7 @@ def _state_from_json(value: Any) -> FileState | None:
         return None
     try:
         return FileState(
-            attrs.ContainerState(
+            classad_attrs.ContainerState(
                 state,
                 int(value.get("exit_code") or 0),
                 str(value.get("reason") or ""),
@@ -729,7 +741,7 @@ async def _guard_stream(gen: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 def _default_translation() -> tuple[Translator, SandboxFor, type[Exception]]:
-    from interlink_htcondor import translate as t
+    from interlink_htcondor.core import translate as t
 
     return t.translate, t.sandbox_dir, t.TranslationError
 

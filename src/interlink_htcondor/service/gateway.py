@@ -34,10 +34,10 @@ from typing import Any, TypeVar
 import classad2
 import htcondor2
 
-from interlink_htcondor import attrs
-from interlink_htcondor.plan import JobPlan
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.plan import JobPlan
+from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION, REMOVED, job_id
 from interlink_htcondor.settings import ScheddSettings, Settings
-from interlink_htcondor.status import FROM_HISTORY, PROJECTION, REMOVED, job_id
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ class ScheddGateway:
         self.instance = settings.policy.instance
         self.spool = settings.storage.mode == "spool"
         self.lock_dir = settings.storage.shared_dir / LOCK_DIR
-        self.mine = f"{attrs.PLUGIN} == {quote(self.instance)}"
+        self.mine = f"{classad_attrs.PLUGIN} == {quote(self.instance)}"
         self._batcher = _Batcher(self._submit_call, self._submit_batch)
 
     def close(self) -> None:
@@ -267,9 +267,9 @@ class ScheddGateway:
 
     def _uid_constraint(self, uids: Sequence[str]) -> str:
         if len(uids) == 1:
-            return f"{attrs.POD_UID} == {quote(uids[0])} && {self.mine}"
+            return f"{classad_attrs.POD_UID} == {quote(uids[0])} && {self.mine}"
         members = ", ".join(quote(u) for u in uids)
-        return f"member({attrs.POD_UID}, {{{members}}}) && {self.mine}"
+        return f"member({classad_attrs.POD_UID}, {{{members}}}) && {self.mine}"
 
     # ------------------------------------------------------------------ queries
 
@@ -314,7 +314,7 @@ class ScheddGateway:
                 return [plain(a) for a in self._schedd().query(constraint=c, projection=projection)]
 
             for ad in await self._call("query_missing", queue):
-                found.setdefault(str(ad.get(attrs.POD_UID)), ad)
+                found.setdefault(str(ad.get(classad_attrs.POD_UID)), ad)
             rest = [u for u in batch if u not in found]
             if not rest:
                 continue
@@ -325,7 +325,7 @@ class ScheddGateway:
                 return [{**plain(a), FROM_HISTORY: True} for a in ads]
 
             for ad in await self._call("history", history):
-                found.setdefault(str(ad.get(attrs.POD_UID)), ad)
+                found.setdefault(str(ad.get(classad_attrs.POD_UID)), ad)
         return found
 
     async def capacity(self) -> Capacity:
@@ -439,13 +439,13 @@ class ScheddGateway:
                         "JobStatus": 1,
                         "QDate": now,
                         "EnteredCurrentStatus": now,
-                        attrs.POD_UID: plan.pod_uid,
-                        attrs.POD_NAME: plan.name,
-                        attrs.POD_NAMESPACE: plan.namespace,
-                        attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
-                        attrs.CONTAINERS: ",".join(plan.containers),
-                        attrs.SANDBOX: str(item.sandbox),
-                        attrs.PLUGIN: self.instance,
+                        classad_attrs.POD_UID: plan.pod_uid,
+                        classad_attrs.POD_NAME: plan.name,
+                        classad_attrs.POD_NAMESPACE: plan.namespace,
+                        classad_attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
+                        classad_attrs.CONTAINERS: ",".join(plan.containers),
+                        classad_attrs.SANDBOX: str(item.sandbox),
+                        classad_attrs.PLUGIN: self.instance,
                     },
                 )
 
@@ -454,13 +454,13 @@ class ScheddGateway:
         commands = dict(plan.submit)
         present = {_attr_key(k) for k in commands}
         identity = {
-            attrs.PLUGIN: self.instance,
-            attrs.POD_UID: plan.pod_uid,
-            attrs.POD_NAME: plan.name,
-            attrs.POD_NAMESPACE: plan.namespace,
-            attrs.CONTAINERS: ",".join(plan.containers),
-            attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
-            attrs.SANDBOX: str(sandbox),
+            classad_attrs.PLUGIN: self.instance,
+            classad_attrs.POD_UID: plan.pod_uid,
+            classad_attrs.POD_NAME: plan.name,
+            classad_attrs.POD_NAMESPACE: plan.namespace,
+            classad_attrs.CONTAINERS: ",".join(plan.containers),
+            classad_attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
+            classad_attrs.SANDBOX: str(sandbox),
         }
         for name, value in identity.items():
             if name.lower() not in present:

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from interlink_htcondor import attrs
-from interlink_htcondor.status import COMPLETED, REMOVED
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.pod_status import COMPLETED, REMOVED
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def index_by_uid(ads: Iterable[Ad]) -> dict[str, Ad]:
     oldest live one (lowest ClusterId) stands; the gateway removes the others."""
     out: dict[str, Ad] = {}
     for ad in ads:
-        uid = ad.get(attrs.POD_UID)
+        uid = ad.get(classad_attrs.POD_UID)
         if not isinstance(uid, str) or not uid:
             continue
         cur = out.get(uid)

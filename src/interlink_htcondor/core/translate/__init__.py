@@ -8,7 +8,7 @@ no I/O besides reading the packaged job wrapper, and raises ``TranslationError``
 
 from __future__ import annotations
 
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.pod import sandbox_dir, translate
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.pod import sandbox_dir, translate
 
 __all__ = ["TranslationError", "sandbox_dir", "translate"]

@@ -17,8 +17,8 @@ from decimal import Decimal
 import classad2
 
 from interlink_htcondor import ANNOTATION_PREFIX
+from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.settings import PolicySettings
-from interlink_htcondor.translate.errors import TranslationError
 
 ACCOUNTING_GROUP = "accounting-group"
 REQUIREMENTS = "requirements"

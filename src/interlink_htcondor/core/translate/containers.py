@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from interlink_htcondor.jobspec import ContainerSpec, ExecAction
-from interlink_htcondor.models import Container
+from interlink_htcondor.core.jobspec import ContainerSpec, ExecAction
+from interlink_htcondor.core.models import Container
+from interlink_htcondor.core.translate.context import PodContext
+from interlink_htcondor.core.translate.envvars import check_value, container_env, expand_argv
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.images import resolve
+from interlink_htcondor.core.translate.resources import GPU_RESOURCES
+from interlink_htcondor.core.translate.volumes import VolumePlan, container_mounts
 from interlink_htcondor.settings import ImageRule
-from interlink_htcondor.translate.context import PodContext
-from interlink_htcondor.translate.envvars import check_value, container_env, expand_argv
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.images import resolve
-from interlink_htcondor.translate.resources import GPU_RESOURCES
-from interlink_htcondor.translate.volumes import VolumePlan, container_mounts
 
 INIT = "init container"
 APP = "container"

@@ -6,9 +6,9 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from interlink_htcondor.models import ConfigMap, CreateRequest, Pod, Secret
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.resources import ContainerResources, PodResources
+from interlink_htcondor.core.models import ConfigMap, CreateRequest, Pod, Secret
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.resources import ContainerResources, PodResources
 
 # interLink's annotation carrying the pod's IP on the virtual node (mesh/VPN setups).
 POD_IP_ANNOTATION = "interlink.eu/pod-ip"

@@ -9,10 +9,10 @@ import math
 import re
 from decimal import Decimal
 
-from interlink_htcondor.models import ObjectFieldSelector, ResourceFieldSelector
-from interlink_htcondor.translate.context import PodContext
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.resources import CPU, DISK, MEMORY, parse
+from interlink_htcondor.core.models import ObjectFieldSelector, ResourceFieldSelector
+from interlink_htcondor.core.translate.context import PodContext
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.resources import CPU, DISK, MEMORY, parse
 
 _MAP_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
 _GO_ESCAPES = {

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from interlink_htcondor.models import Container, EnvVar
-from interlink_htcondor.translate.context import PodContext, secret_items
-from interlink_htcondor.translate.downward import field_value, resource_value
-from interlink_htcondor.translate.errors import TranslationError
+from interlink_htcondor.core.models import Container, EnvVar
+from interlink_htcondor.core.translate.context import PodContext, secret_items
+from interlink_htcondor.core.translate.downward import field_value, resource_value
+from interlink_htcondor.core.translate.errors import TranslationError
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:

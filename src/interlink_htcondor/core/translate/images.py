@@ -12,8 +12,8 @@ import fnmatch
 import re
 from collections.abc import Sequence
 
+from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.settings import ImageRule
-from interlink_htcondor.translate.errors import TranslationError
 
 PASSTHROUGH = ("docker://", "oras://", "library://", "shub://", "docker-archive:", "oci-archive:")
 DEFAULT_TARGET = "docker://{image}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import re
 
-from interlink_htcondor.translate.errors import TranslationError
+from interlink_htcondor.core.translate.errors import TranslationError
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from interlink_htcondor.jobspec import (
+from interlink_htcondor.core.jobspec import (
     SPEC_FILE,
     WRAPPER_FILE,
     ApptainerSpec,
@@ -12,18 +12,18 @@ from interlink_htcondor.jobspec import (
     JobSpec,
     PodIdentity,
 )
-from interlink_htcondor.models import Container, CreateRequest
-from interlink_htcondor.plan import JobPlan, SandboxFile
+from interlink_htcondor.core.models import Container, CreateRequest
+from interlink_htcondor.core.plan import JobPlan, SandboxFile
+from interlink_htcondor.core.translate import submit as sd
+from interlink_htcondor.core.translate.annotations import PodOptions, parse_annotations
+from interlink_htcondor.core.translate.containers import APP, INIT, build_container
+from interlink_htcondor.core.translate.context import PodContext, collect
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.paths import check_dns_label, sandbox_name
+from interlink_htcondor.core.translate.resources import container_resources, pod_resources
+from interlink_htcondor.core.translate.volumes import build_volumes
+from interlink_htcondor.core.translate.wrapper import wrapper_file
 from interlink_htcondor.settings import Settings
-from interlink_htcondor.translate import submit as sd
-from interlink_htcondor.translate.annotations import PodOptions, parse_annotations
-from interlink_htcondor.translate.containers import APP, INIT, build_container
-from interlink_htcondor.translate.context import PodContext, collect
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.paths import check_dns_label, sandbox_name
-from interlink_htcondor.translate.resources import container_resources, pod_resources
-from interlink_htcondor.translate.volumes import build_volumes
-from interlink_htcondor.translate.wrapper import wrapper_file
 
 DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
 

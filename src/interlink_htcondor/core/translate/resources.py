@@ -16,9 +16,9 @@ from decimal import Decimal, InvalidOperation
 
 from kubernetes.utils import parse_quantity
 
-from interlink_htcondor.models import Container
+from interlink_htcondor.core.models import Container
+from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.settings import ResourceSettings
-from interlink_htcondor.translate.errors import TranslationError
 
 CPU = "cpu"
 MEMORY = "memory"

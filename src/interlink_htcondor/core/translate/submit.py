@@ -16,11 +16,11 @@ from pathlib import PurePosixPath
 
 import classad2
 
-from interlink_htcondor import attrs
-from interlink_htcondor.jobspec import LOG_DIR, SPEC_FILE, VOLUME_DIR, WRAPPER_FILE, JobSpec
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.jobspec import LOG_DIR, SPEC_FILE, VOLUME_DIR, WRAPPER_FILE, JobSpec
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.resources import PodResources
 from interlink_htcondor.settings import Settings
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.resources import PodResources
 
 STATUS_FILE = "status.json"
 WRAPPER_OUT = "wrapper.out"
@@ -176,14 +176,14 @@ def common(
             desc.set("accounting_group_user", settings.policy.accounting_group_user)
     if requirements:
         desc.set("requirements", " && ".join(f"({r})" for r in requirements))
-    desc.attr(attrs.POD_UID, ident.uid)
-    desc.attr(attrs.POD_NAME, ident.name)
-    desc.attr(attrs.POD_NAMESPACE, ident.namespace)
-    desc.attr(attrs.CONTAINERS, ",".join(ident.containers))
-    desc.attr(attrs.INIT_CONTAINERS, ",".join(ident.init_containers))
-    desc.attr(attrs.IMAGES, ",".join(ident.images))
-    desc.attr(attrs.SANDBOX, str(ident.sandbox))
-    desc.attr(attrs.PLUGIN, settings.policy.instance)
+    desc.attr(classad_attrs.POD_UID, ident.uid)
+    desc.attr(classad_attrs.POD_NAME, ident.name)
+    desc.attr(classad_attrs.POD_NAMESPACE, ident.namespace)
+    desc.attr(classad_attrs.CONTAINERS, ",".join(ident.containers))
+    desc.attr(classad_attrs.INIT_CONTAINERS, ",".join(ident.init_containers))
+    desc.attr(classad_attrs.IMAGES, ",".join(ident.images))
+    desc.attr(classad_attrs.SANDBOX, str(ident.sandbox))
+    desc.attr(classad_attrs.PLUGIN, settings.policy.instance)
     retention = settings.policy.retention_seconds
     # Finished jobs stay in the queue (status and logs stay answerable) until the pod is
     # deleted or the retention time has passed.

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from interlink_htcondor.jobspec import VOLUME_DIR, MountSpec, VolumeSpec
-from interlink_htcondor.models import (
+from interlink_htcondor.core.jobspec import VOLUME_DIR, MountSpec, VolumeSpec
+from interlink_htcondor.core.models import (
     ConfigMapProjection,
     Container,
     DownwardAPIProjection,
@@ -21,13 +21,12 @@ from interlink_htcondor.models import (
     SecretProjection,
     Volume,
 )
-from interlink_htcondor.plan import SandboxFile
-from interlink_htcondor.settings import StorageSettings
-from interlink_htcondor.translate.context import PodContext, configmap_items, secret_items
-from interlink_htcondor.translate.downward import field_value, resource_value
-from interlink_htcondor.translate.envvars import expand
-from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.paths import (
+from interlink_htcondor.core.plan import SandboxFile
+from interlink_htcondor.core.translate.context import PodContext, configmap_items, secret_items
+from interlink_htcondor.core.translate.downward import field_value, resource_value
+from interlink_htcondor.core.translate.envvars import expand
+from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.paths import (
     absolute_path,
     bindable,
     check_dns_label,
@@ -35,7 +34,8 @@ from interlink_htcondor.translate.paths import (
     relative_path,
     under_prefix,
 )
-from interlink_htcondor.translate.resources import parse
+from interlink_htcondor.core.translate.resources import parse
+from interlink_htcondor.settings import StorageSettings
 
 DEFAULT_MODE = 0o644  # Kubernetes' default for configMap/secret/projected/downwardAPI
 SECRET_DEFAULT_MODE = 0o600  # stricter than Kubernetes when the pod gives no mode

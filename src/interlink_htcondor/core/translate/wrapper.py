@@ -10,7 +10,7 @@ import functools
 import importlib.resources
 import shlex
 
-from interlink_htcondor.translate.errors import TranslationError
+from interlink_htcondor.core.translate.errors import TranslationError
 
 PACKAGE = "interlink_htcondor.jobside"
 RESOURCE = "wrapper.py"
