@@ -37,7 +37,7 @@ from _plugin import (
 from interlink_htcondor import settings
 from interlink_htcondor.core import models, translate
 from interlink_htcondor.devpool import embedded_settings
-from interlink_htcondor.service.gateway import write_sandbox
+from interlink_htcondor.service.sandbox_store import write_sandbox
 
 
 def bare_phase(bench: BenchPlugin, pods: list[Json], concurrency: int) -> tuple[float, list[float]]:

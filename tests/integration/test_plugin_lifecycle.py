@@ -244,7 +244,11 @@ def test_hostile_pod_gives_422_and_nothing_else_lost(plugin: Plugin) -> None:
 def test_logs_carry_the_session_and_metrics_count(plugin: Plugin) -> None:
     r = plugin.raw("GET", "/status", b"{", **{"InterLink-Http-Session": "sess-test-42"})
     assert r.status_code == 400
-    assert any(line.get("session") == "sess-test-42" for line in plugin.log_lines())
+    # The access line is written once the answer has gone out: poll for it.
+    deadline = time.monotonic() + 10
+    while not any(line.get("session") == "sess-test-42" for line in plugin.log_lines()):
+        assert time.monotonic() < deadline, "no log line carries the session"
+        time.sleep(0.1)
     metrics = httpx.get(plugin.url + "/metrics").text
     assert 'interlink_htcondor_requests_total{code="200",endpoint="/create"}' in metrics
     assert 'interlink_htcondor_schedd_call_seconds_count{operation="query"}' in metrics

@@ -10,6 +10,7 @@ import pytest
 from interlink_htcondor.core.container_logs import (
     LogOptionError,
     LogOptions,
+    LogOptionTypeError,
     follow_log,
     parse_entry,
     parse_timestamp,
@@ -120,15 +121,28 @@ def test_options_from_interlink_json() -> None:
     "opts",
     [
         {"Tail": -1},
+        {"SinceSeconds": 5, "SinceTime": "2027-01-15T08:00:00Z"},
+    ],
+)
+def test_options_out_of_range(opts: dict[str, object]) -> None:
+    with pytest.raises(LogOptionError) as e:
+        LogOptions.from_opts(opts)
+    assert not isinstance(e.value, LogOptionTypeError)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
         {"Bytes": "ten"},
         {"SinceSeconds": 1.5},
         {"SinceTime": "not a time"},
-        {"SinceSeconds": 5, "SinceTime": "2027-01-15T08:00:00Z"},
+        {"SinceTime": 1_700_000_000},
         {"Tail": True},
+        {"Follow": "yes"},
     ],
 )
-def test_bad_options(opts: dict[str, object]) -> None:
-    with pytest.raises(LogOptionError):
+def test_options_of_the_wrong_type(opts: dict[str, object]) -> None:
+    with pytest.raises(LogOptionTypeError):
         LogOptions.from_opts(opts)
 
 

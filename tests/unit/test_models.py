@@ -10,6 +10,7 @@ from _translate_support import pod
 from pydantic import ValidationError
 
 from interlink_htcondor.core import models
+from interlink_htcondor.core.container_logs import LogOptions
 from interlink_htcondor.core.models import (
     ContainerState,
     ContainerStateRunning,
@@ -207,16 +208,20 @@ def test_unknown_volume_sources_are_kept_for_errors() -> None:
     assert parse_create_body(raw).pod.spec.volumes[0].unknown_fields() == ["nfs"]
 
 
-def test_pod_ref_needs_identity_only() -> None:
-    ref = PodRef.model_validate(
+def test_pod_ref_reads_identity_leniently() -> None:
+    ref = PodRef.from_pod(
         {"metadata": {"name": "a", "namespace": "b", "uid": "c", "annotations": {"JobID": "1.0"}}}
     )
-    assert ref.metadata.annotations["JobID"] == "1.0"
-    assert ref.spec.containers == []
-    full = PodRef.model_validate(pod(init=[{"name": "i", "image": "x"}]))
-    assert [c.name for c in full.spec.init_containers] == ["i"]
-    with pytest.raises(ValidationError):
-        PodRef.model_validate({"metadata": {"name": "a", "namespace": "b"}})
+    assert (ref.name, ref.namespace, ref.uid, ref.job_id) == ("a", "b", "c", "1.0")
+    assert ref.containers == () and ref.missing_identity() == []
+    full = PodRef.from_pod(pod(init=[{"name": "i", "image": "x"}]))
+    assert full.init_containers == ("i",) and full.images["i"] == "x"
+    assert PodRef.from_pod({"metadata": {"name": "a", "namespace": "b"}}).missing_identity() == [
+        "metadata.uid"
+    ]
+    # Values of the wrong type count as absent.
+    odd = PodRef.from_pod({"metadata": {"name": 7, "namespace": "b", "uid": ["c"]}})
+    assert odd.missing_identity() == ["metadata.name", "metadata.uid"]
 
 
 def test_log_request_wire_format() -> None:
@@ -231,16 +236,16 @@ def test_log_request_wire_format() -> None:
             "Timestamps": True,
             "Follow": True,
             "Previous": False,
-            "SinceSeconds": 5,
+            "SinceSeconds": 0,
             "SinceTime": "2026-11-23T10:00:00+01:00",
         },
     }
     req = LogRequest.model_validate(raw)
-    assert (req.opts.tail, req.opts.limit_bytes, req.opts.since_seconds) == (10, 2048, 5)
-    assert req.opts.timestamps and req.opts.follow and not req.opts.previous
-    assert req.opts.since_time == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-    assert req.model_dump(mode="json")["Opts"]["SinceTime"] == "2026-11-23T09:00:00Z"
-    assert req.model_dump(mode="json")["Opts"]["Bytes"] == 2048
+    assert (req.namespace, req.pod_uid, req.pod_name, req.container_name) == ("ns", "u", "p", "c")
+    opts = LogOptions.from_opts(req.opts)
+    assert (opts.tail, opts.limit_bytes, opts.since_seconds) == (10, 2048, 0)
+    assert opts.timestamps and opts.follow and not opts.previous
+    assert opts.since_time_ns == int(datetime(2026, 11, 23, 9, 0, tzinfo=UTC).timestamp()) * 10**9
 
 
 def test_log_request_go_zero_values() -> None:
@@ -251,10 +256,14 @@ def test_log_request_go_zero_values() -> None:
         "ContainerName": "c",
         "Opts": {"SinceTime": "0001-01-01T00:00:00Z", "Tail": None},
     }
-    req = LogRequest.model_validate(raw)
-    assert req.opts.since_time is None and req.opts.tail == 0
-    assert LogRequest.model_validate({**raw, "Opts": None}).opts.limit_bytes == 0
-    assert LogRequest.model_validate({**raw, "Opts": {"LimitBytes": 7}}).opts.limit_bytes == 7
+    opts = LogOptions.from_opts(LogRequest.model_validate(raw).opts)
+    assert opts.since_time_ns == 0 and opts.tail == 0
+    null_opts = LogRequest.model_validate({**raw, "Opts": None}).opts
+    assert LogOptions.from_opts(null_opts).limit_bytes == 0
+    limit = LogRequest.model_validate({**raw, "Opts": {"LimitBytes": 7}}).opts
+    assert LogOptions.from_opts(limit).limit_bytes == 7
+    with pytest.raises(ValidationError, match="Opts"):
+        LogRequest.model_validate({**raw, "Opts": [1]})
     with pytest.raises(ValidationError, match="ContainerName"):
         LogRequest.model_validate({k: v for k, v in raw.items() if k != "ContainerName"})
 

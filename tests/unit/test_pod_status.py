@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from interlink_htcondor.core import classad_attrs
-from interlink_htcondor.core.classad_attrs import ContainerState, encode_state
+from interlink_htcondor.core.classad_attrs import ReportedState, encode_state
+from interlink_htcondor.core.models import PodRef, rfc3339
 from interlink_htcondor.core.pod_status import (
     COMPLETED,
     EXIT_KILLED,
@@ -19,11 +20,9 @@ from interlink_htcondor.core.pod_status import (
     RUNNING,
     SUSPENDED,
     TRANSFERRING_OUTPUT,
-    FileState,
-    PodRef,
     pod_status,
-    rfc3339,
 )
+from interlink_htcondor.core.status_file import ContainerReport
 
 NOW = 1_800_000_000.0
 POD = PodRef(
@@ -55,7 +54,7 @@ def ad(status: int, **extra: Any) -> dict[str, Any]:
 
 
 def st(state: str, code: int = 0, reason: str = "", start: int = 0, end: int = 0) -> str:
-    return encode_state(ContainerState(state, code, reason, start, end))  # type: ignore[arg-type]
+    return encode_state(ReportedState(state, code, reason, start, end))  # type: ignore[arg-type]
 
 
 def states(result: Any, kind: str = "containers") -> list[dict[str, Any]]:
@@ -149,9 +148,10 @@ def test_running_per_container_states(status: int) -> None:
     assert not r.terminal
 
 
-def test_times_are_rfc3339_utc() -> None:
-    assert rfc3339(0) is None
+def test_times_are_rfc3339_utc_and_unknown_ones_left_out() -> None:
     assert rfc3339(1_700_000_000) == "2023-11-14T22:13:20Z"
+    r = run(ad(RUNNING, InterlinkStateC0=st("running", start=0)))
+    assert states(r)[0] == {"running": {}}  # no start time known: no startedAt
 
 
 def test_completed_uses_chirped_exit_codes_and_reasons() -> None:
@@ -194,11 +194,11 @@ def test_completed_by_signal() -> None:
 
 def test_status_file_fills_in_missing_chirps() -> None:
     file_states = {
-        "setup": FileState(ContainerState("terminated", 0, "", 1, 2)),
-        "main": FileState(
-            ContainerState("terminated", 137, "DeadlineExceeded", 3, 9), "deadline of 5 s"
+        "setup": ContainerReport(ReportedState("terminated", 0, "", 1, 2)),
+        "main": ContainerReport(
+            ReportedState("terminated", 137, "DeadlineExceeded", 3, 9), "deadline of 5 s"
         ),
-        "side": FileState(ContainerState("terminated", 1, "", 3, 4), "", restart_count=2),
+        "side": ContainerReport(ReportedState("terminated", 1, "", 3, 4), "", restart_count=2),
     }
     r = run(
         ad(COMPLETED, ExitCode=1, InterlinkStateC0=st("running", start=3)),

@@ -23,7 +23,7 @@ def h(tmp_path: Path) -> Harness:
     return Harness(tmp_path)
 
 
-def _chirped(run, attr: str) -> list[classad_attrs.ContainerState]:  # type: ignore[no-untyped-def]
+def _chirped(run, attr: str) -> list[classad_attrs.ReportedState]:  # type: ignore[no-untyped-def]
     """The states sent for ``attr``, in order. The wrapper sends only the newest pending
     value of an attribute, so a quick transition may be skipped, never reordered."""
     out = []
@@ -52,7 +52,7 @@ def test_hello_world_logs_states_and_status(h: Harness) -> None:
     assert run.status["pod"] == {"uid": "uid-1", "name": "pod", "namespace": "ns"}
     states = _chirped(run, "InterlinkStateC0")
     assert [s.state for s in states] in (["running", "terminated"], ["terminated"])
-    assert states[-1] == classad_attrs.ContainerState(
+    assert states[-1] == classad_attrs.ReportedState(
         "terminated", 0, "Completed", st["started"], st["finished"]
     )
     inv = run.invocations[0]
@@ -90,7 +90,7 @@ def test_init_containers_run_in_order_and_fail_fast(h: Harness, tmp_path: Path) 
         assert st["state"] == "terminated" and st["exit_code"] != 0
         assert st["reason"] == "InitContainerFailed" and "second" in st["message"]
     assert _chirped(run, "InterlinkStateC0")[-1].reason == "InitContainerFailed"
-    assert _chirped(run, "InterlinkStateI1")[-1] == classad_attrs.ContainerState(
+    assert _chirped(run, "InterlinkStateI1")[-1] == classad_attrs.ReportedState(
         "terminated", 3, "Error", run.state("second")["started"], run.state("second")["finished"]
     )
 
@@ -288,7 +288,7 @@ def test_sigterm_runs_prestop_then_stops_within_grace(h: Harness, tmp_path: Path
     )
     spec = h.spec(
         [
-            container("web", py(code), pre_stop=jobspec.ExecAction(argv=hook)),
+            container("web", py(code), pre_stop=jobspec.ExecSpec(argv=hook)),
             container("stubborn", stubborn),
         ],
         termination_grace_seconds=3,

@@ -40,13 +40,13 @@ def test_compiles_with_the_oldest_python_here() -> None:
 @pytest.mark.parametrize(
     "state",
     [
-        classad_attrs.ContainerState("waiting"),
-        classad_attrs.ContainerState("running", 0, "", 1700000000, 0),
-        classad_attrs.ContainerState("terminated", 137, "OOMKilled", 1700000000, 1700000042),
-        classad_attrs.ContainerState("waiting", 1, "CrashLoopBackOff", 1700000000, 1700000001),
+        classad_attrs.ReportedState("waiting"),
+        classad_attrs.ReportedState("running", 0, "", 1700000000, 0),
+        classad_attrs.ReportedState("terminated", 137, "OOMKilled", 1700000000, 1700000042),
+        classad_attrs.ReportedState("waiting", 1, "CrashLoopBackOff", 1700000000, 1700000001),
     ],
 )
-def test_state_encoding_matches_attrs(state: classad_attrs.ContainerState) -> None:
+def test_state_encoding_matches_attrs(state: classad_attrs.ReportedState) -> None:
     encoded = w.encode_state(
         state.state, state.exit_code, state.reason, state.started, state.finished
     )
@@ -74,6 +74,7 @@ def test_constants_match_jobspec() -> None:
     assert w.SPEC_FILE == jobspec.SPEC_FILE
     assert w.LOG_DIR == jobspec.LOG_DIR
     assert w.VOLUME_DIR == jobspec.VOLUME_DIR
+    assert w.STATUS_FILE == jobspec.STATUS_FILE
 
 
 def _full_spec() -> jobspec.JobSpec:
@@ -105,7 +106,7 @@ def _full_spec() -> jobspec.JobSpec:
                     ),
                 ],
                 memory_limit_bytes=1 << 30,
-                pre_stop=jobspec.ExecAction(argv=["sh", "-c", "sleep 1"]),
+                pre_stop=jobspec.ExecSpec(argv=["sh", "-c", "sleep 1"]),
                 apptainer_args=["--nv"],
             )
         ],

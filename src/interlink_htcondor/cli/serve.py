@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, name: str) -> int:
     if args.socket is not None and (args.host is not None or args.port is not None):
         raise UsageError("--socket cannot be combined with --host/--port")
     settings = resolve_settings(args)
-    from interlink_htcondor.service.app import configure_logging
+    from interlink_htcondor.service.json_logging import configure_logging
 
     configure_logging(settings.server.log_level)
     srv = settings.server

@@ -1,4 +1,4 @@
-"""ClassAd attribute names and the per-container state encoding.
+"""ClassAd attribute names, the job-id format and the per-container state encoding.
 
 HTCondor is the plugin's database: a job carries the pod's identity, and the job wrapper
 writes each container's live state into the job ad with condor_chirp. The job wrapper
@@ -7,8 +7,9 @@ writes each container's live state into the job ad with condor_chirp. The job wr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 POD_UID = "InterlinkPodUID"
 POD_NAME = "InterlinkPodName"
@@ -21,6 +22,15 @@ PLUGIN = "InterlinkPlugin"  # marks jobs this plugin owns (value: plugin instanc
 HELD_SINCE = "EnteredCurrentStatus"
 
 
+def job_id(ad: Mapping[str, Any]) -> str:
+    """The job's id as HTCondor writes it, ``<ClusterId>.<ProcId>`` (what /create answers)."""
+    return f"{_int(ad.get('ClusterId'))}.{_int(ad.get('ProcId'))}"
+
+
+def _int(v: Any) -> int:
+    return int(v) if isinstance(v, int | float) else 0
+
+
 def state_attr(kind: Literal["init", "app"], index: int) -> str:
     """Attribute holding the state of container ``index`` (names may not be ClassAd-safe)."""
     return f"InterlinkState{'I' if kind == 'init' else 'C'}{index}"
@@ -30,8 +40,9 @@ StateName = Literal["waiting", "running", "terminated"]
 
 
 @dataclass(frozen=True)
-class ContainerState:
-    """Decoded form of ``"<state> <exit> <reason> <started> <finished>"``.
+class ReportedState:
+    """A container's state as the job wrapper reports it: chirped into the job ad as
+    ``"<state> <exit> <reason> <started> <finished>"``, and written to ``status.json``.
 
     Times are Unix seconds (0 = unknown); reason is one token (e.g. ``OOMKilled``).
     """
@@ -43,11 +54,11 @@ class ContainerState:
     finished: int = 0
 
 
-def encode_state(s: ContainerState) -> str:
+def encode_state(s: ReportedState) -> str:
     return f"{s.state} {s.exit_code} {s.reason or '-'} {s.started} {s.finished}"
 
 
-def decode_state(value: str) -> ContainerState | None:
+def decode_state(value: str) -> ReportedState | None:
     parts = value.split()
     if len(parts) != 5 or parts[0] not in ("waiting", "running", "terminated"):
         return None
@@ -57,4 +68,4 @@ def decode_state(value: str) -> ContainerState | None:
         return None
     state: StateName = parts[0]  # type: ignore[assignment]
     reason = "" if parts[2] == "-" else parts[2]
-    return ContainerState(state, exit_code, reason, started, finished)
+    return ReportedState(state, exit_code, reason, started, finished)

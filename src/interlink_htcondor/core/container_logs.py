@@ -17,7 +17,7 @@ import asyncio
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,10 @@ class LogOptionError(ValueError):
     """Options that cannot be honoured together or are out of range."""
 
 
+class LogOptionTypeError(LogOptionError):
+    """An option of the wrong type (a wrong body shape, like any other)."""
+
+
 @dataclass(frozen=True)
 class LogOptions:
     tail: int = 0
@@ -48,29 +52,29 @@ class LogOptions:
     since_time_ns: int = 0  # Unix nanoseconds; 0 = unset
 
     @classmethod
-    def from_opts(cls, opts: Any) -> LogOptions:
-        """From interLink's ``Opts`` (a mapping or an object with the Go field names)."""
+    def from_opts(cls, opts: Mapping[str, Any]) -> LogOptions:
+        """From interLink's ``Opts`` JSON object (Go field names; ``null`` is unset). The one
+        parser of the log options: ``LogOptionTypeError`` for a value of the wrong type,
+        ``LogOptionError`` for a value out of range or options that exclude each other."""
 
-        def get(name: str, default: Any) -> Any:
-            v = opts.get(name, default) if isinstance(opts, dict) else getattr(opts, name, default)
-            return default if v is None else v
-
-        since_raw = get("SinceTime", None)
+        get = opts.get
+        since_raw = get("SinceTime")
         since_ns = 0
-        if isinstance(since_raw, datetime):
-            since_ns = _datetime_ns(since_raw)
-        elif isinstance(since_raw, str) and since_raw:
+        if isinstance(since_raw, str) and since_raw:
             parsed = parse_timestamp(since_raw)
             if parsed is None:
-                raise LogOptionError(f"SinceTime {since_raw!r} is not an RFC 3339 time")
+                raise LogOptionTypeError(f"SinceTime {since_raw!r} is not an RFC 3339 time")
             since_ns = parsed
+        elif since_raw is not None and not isinstance(since_raw, str):
+            raise LogOptionTypeError("SinceTime must be an RFC 3339 time string")
+        limit = get("Bytes") if get("Bytes") is not None else get("LimitBytes")
         out = cls(
-            tail=_nonneg(get("Tail", 0), "Tail"),
-            limit_bytes=_nonneg(get("Bytes", get("LimitBytes", 0)), "Bytes"),
-            timestamps=bool(get("Timestamps", False)),
-            follow=bool(get("Follow", False)),
-            previous=bool(get("Previous", False)),
-            since_seconds=_nonneg(get("SinceSeconds", 0), "SinceSeconds"),
+            tail=_nonneg(get("Tail"), "Tail"),
+            limit_bytes=_nonneg(limit, "Bytes"),
+            timestamps=_flag(get("Timestamps"), "Timestamps"),
+            follow=_flag(get("Follow"), "Follow"),
+            previous=_flag(get("Previous"), "Previous"),
+            since_seconds=_nonneg(get("SinceSeconds"), "SinceSeconds"),
             since_time_ns=max(since_ns, 0),
         )
         if out.since_seconds and out.since_time_ns:
@@ -85,19 +89,21 @@ class LogOptions:
 
 
 def _nonneg(v: Any, name: str) -> int:
+    if v is None:
+        return 0
     if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v):
-        raise LogOptionError(f"{name} must be an integer")
+        raise LogOptionTypeError(f"{name} must be an integer")
     if v < 0:
         raise LogOptionError(f"{name} must not be negative")
     return int(v)
 
 
-def _datetime_ns(dt: datetime) -> int:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    if dt.year <= 1970:
-        return 0
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+def _flag(v: Any, name: str) -> bool:
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise LogOptionTypeError(f"{name} must be true or false")
+    return v
 
 
 def parse_timestamp(s: str) -> int | None:

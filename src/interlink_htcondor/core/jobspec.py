@@ -16,6 +16,7 @@ SPEC_FILE = "pod.json"
 WRAPPER_FILE = "interlink-job-wrapper.py"
 LOG_DIR = "logs"
 VOLUME_DIR = "volumes"
+STATUS_FILE = "status.json"  # written by the wrapper (see ``core.status_file``)
 
 
 class _Strict(BaseModel):
@@ -43,7 +44,9 @@ class MountSpec(_Strict):
     read_only: bool = False
 
 
-class ExecAction(_Strict):
+class ExecSpec(_Strict):
+    """A command run in the container (a hook), as an argv list."""
+
     argv: list[str]
 
 
@@ -58,7 +61,7 @@ class ContainerSpec(_Strict):
     env: list[tuple[str, str]] = Field(default_factory=list)  # ordered, already expanded
     mounts: list[MountSpec] = Field(default_factory=list)
     memory_limit_bytes: int | None = None
-    pre_stop: ExecAction | None = None
+    pre_stop: ExecSpec | None = None
     apptainer_args: list[str] = Field(default_factory=list)
 
 

@@ -1,9 +1,9 @@
 """Wire models of the interLink plugin API (see the contract in docs).
 
 Request side: ``CreateRequest`` (RetrievedPodData) with the subset of core/v1 Pod,
-ConfigMap and Secret the plugin reads, ``PodRef`` (the pods of /status and /delete) and
-``LogRequest``. Response side: ``CreateResponse``, ``PodStatus`` with ``ContainerStatus``
-entries, and ``PingResponse``.
+ConfigMap and Secret the plugin reads, ``PodRef`` (the pods of /status and /delete, read
+leniently) and ``LogRequest``. Response side: ``CreateResponse``, ``PodStatus`` with
+``ContainerStatus`` entries, and ``PingResponse``.
 
 Kubernetes objects arrive as the API server serialises them: camelCase keys, ``null`` for
 empty Go slices and maps, and many fields this plugin does not use. Unknown fields are
@@ -13,11 +13,12 @@ name and image) is required and reported clearly when missing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -47,18 +48,14 @@ def _quantity_to_str(v: Any) -> Any:
     return v
 
 
-def rfc3339(t: datetime) -> str:
-    """Kubernetes time format (metav1.Time): RFC 3339, UTC, second precision."""
-    if t.tzinfo is None:
+def rfc3339(t: datetime | float) -> str:
+    """Kubernetes time format (metav1.Time): RFC 3339, UTC, second precision. A number is
+    Unix seconds; a naive datetime is taken as UTC."""
+    if not isinstance(t, datetime):
+        t = datetime.fromtimestamp(int(t), UTC)
+    elif t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(v: Any) -> Any:
-    # Go's zero time.Time ("0001-01-01T00:00:00Z") means "not set".
-    if isinstance(v, str) and (v == "" or v.startswith("0001-01-01")):
-        return None
-    return v
 
 
 StrList = Annotated[list[str], BeforeValidator(_none_to_list)]
@@ -365,29 +362,59 @@ class Pod(_K8s):
         return self.spec.containers
 
 
-class ContainerNameRef(_K8s):
-    name: str = Field(min_length=1)
+@dataclass(frozen=True)
+class PodRef:
+    """A pod as /status and /delete receive it: its identity, the ``JobID`` annotation
+    interLink sets from our PodJID, and its container names and images.
 
+    Built leniently from core/v1 Pod JSON (``from_pod``): /status answers for the pods it
+    can and leaves the others out, so one odd pod never fails the call. Values of the
+    wrong type count as absent.
+    """
 
-class PodSpecRef(_K8s):
-    containers: Annotated[list[ContainerNameRef], BeforeValidator(_none_to_list)] = Field(
-        default_factory=list
-    )
-    init_containers: Annotated[list[ContainerNameRef], BeforeValidator(_none_to_list)] = Field(
-        default_factory=list
-    )
+    uid: str
+    name: str
+    namespace: str
+    job_id: str = ""
+    init_containers: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    images: Mapping[str, str] = field(default_factory=dict)
 
-
-class PodRef(_K8s):
-    """A pod as /status and /delete receive it: identity (and container names) only."""
-
-    metadata: PodMeta
-    spec: PodSpecRef = Field(default_factory=PodSpecRef)
-
-    @field_validator("spec", mode="before")
     @classmethod
-    def _null_spec(cls, v: Any) -> Any:
-        return {} if v is None else v
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodRef:
+        meta = _mapping(pod.get("metadata"))
+        spec = _mapping(pod.get("spec"))
+        images: dict[str, str] = {}
+        names: dict[str, list[str]] = {"initContainers": [], "containers": []}
+        for key, found in names.items():
+            group = spec.get(key)
+            for c in group if isinstance(group, list) else []:
+                if isinstance(c, Mapping) and isinstance(c.get("name"), str):
+                    found.append(c["name"])
+                    if isinstance(c.get("image"), str):
+                        images[c["name"]] = c["image"]
+        return cls(
+            uid=_string(meta.get("uid")),
+            name=_string(meta.get("name")),
+            namespace=_string(meta.get("namespace")),
+            job_id=_string(_mapping(meta.get("annotations")).get("JobID")),
+            init_containers=tuple(names["initContainers"]),
+            containers=tuple(names["containers"]),
+            images=images,
+        )
+
+    def missing_identity(self) -> list[str]:
+        """The identity fields /delete needs that this pod lacks (``metadata.uid``...)."""
+        fields = (("name", self.name), ("namespace", self.namespace), ("uid", self.uid))
+        return [f"metadata.{k}" for k, v in fields if not v]
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _string(v: Any) -> str:
+    return v if isinstance(v, str) else ""
 
 
 # --------------------------------------------------------------------------- payload objects
@@ -467,30 +494,9 @@ def validation_message(exc: ValidationError, limit: int = 5) -> str:
 # --------------------------------------------------------------------------- logs
 
 
-class LogOpts(BaseModel):
-    model_config = ConfigDict(extra="ignore", validate_by_name=True, serialize_by_alias=True)
-
-    tail: int = Field(0, alias="Tail")
-    # ``Bytes`` on the wire; the published spec's ``LimitBytes`` is accepted too.
-    limit_bytes: int = Field(
-        0, validation_alias=AliasChoices("Bytes", "LimitBytes"), serialization_alias="Bytes"
-    )
-    timestamps: bool = Field(False, alias="Timestamps")
-    follow: bool = Field(False, alias="Follow")
-    previous: bool = Field(False, alias="Previous")
-    since_seconds: int = Field(0, alias="SinceSeconds")
-    since_time: Annotated[UtcTime | None, BeforeValidator(_parse_time)] = Field(
-        None, alias="SinceTime"
-    )
-
-    @field_validator("tail", "limit_bytes", "since_seconds", mode="before")
-    @classmethod
-    def _null_int(cls, v: Any) -> Any:
-        return 0 if v is None else v
-
-
 class LogRequest(BaseModel):
-    """GET /getLogs body. 0 (or less) for Tail, Bytes and SinceSeconds means no limit."""
+    """GET /getLogs body. ``Opts`` (kubectl's options, Go field names) is read by
+    ``container_logs.LogOptions.from_opts``, the one parser of the log options."""
 
     model_config = ConfigDict(extra="ignore", validate_by_name=True, serialize_by_alias=True)
 
@@ -498,7 +504,7 @@ class LogRequest(BaseModel):
     pod_uid: str = Field(min_length=1, alias="PodUID")
     pod_name: str = Field(min_length=1, alias="PodName")
     container_name: str = Field(min_length=1, alias="ContainerName")
-    opts: LogOpts = Field(default_factory=LogOpts, alias="Opts")
+    opts: dict[str, Any] = Field(default_factory=dict, alias="Opts")
 
     @field_validator("opts", mode="before")
     @classmethod

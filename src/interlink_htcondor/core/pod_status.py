@@ -13,11 +13,13 @@ rules here are what makes a pod Pending, Running, Succeeded or Failed in Kuberne
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.models import PodRef, rfc3339
+from interlink_htcondor.core.status_file import ContainerReport
 
 # HTCondor JobStatus codes.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -88,53 +90,6 @@ Kind = Literal["init", "app"]
 
 
 @dataclass(frozen=True)
-class PodRef:
-    """What /status knows about a pod from the request itself."""
-
-    uid: str
-    name: str
-    namespace: str
-    job_id: str = ""  # the ``JobID`` annotation interLink sets from our PodJID
-    init_containers: tuple[str, ...] = ()
-    containers: tuple[str, ...] = ()
-    images: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_pod(cls, pod: Mapping[str, Any]) -> PodRef:
-        """Build from core/v1 Pod JSON; tolerant of nulls and missing parts."""
-        meta = _mapping(pod.get("metadata"))
-        spec = _mapping(pod.get("spec"))
-        annotations = _mapping(meta.get("annotations"))
-        images: dict[str, str] = {}
-        names: dict[Kind, list[str]] = {"init": [], "app": []}
-        for kind, key in (("init", "initContainers"), ("app", "containers")):
-            for c in spec.get(key) or []:
-                if isinstance(c, Mapping) and isinstance(c.get("name"), str):
-                    names[kind].append(c["name"])  # type: ignore[index]
-                    if isinstance(c.get("image"), str):
-                        images[c["name"]] = c["image"]
-        job_id = annotations.get("JobID")
-        return cls(
-            uid=str(meta.get("uid") or ""),
-            name=str(meta.get("name") or ""),
-            namespace=str(meta.get("namespace") or ""),
-            job_id=job_id if isinstance(job_id, str) else "",
-            init_containers=tuple(names["init"]),
-            containers=tuple(names["app"]),
-            images=images,
-        )
-
-
-@dataclass(frozen=True)
-class FileState:
-    """A container's state as the wrapper wrote it to ``status.json``."""
-
-    state: classad_attrs.ContainerState
-    message: str = ""
-    restart_count: int = 0
-
-
-@dataclass(frozen=True)
 class StatusResult:
     """The pod status, plus a removal the caller should perform (held past its grace)."""
 
@@ -143,11 +98,9 @@ class StatusResult:
     terminal: bool = False
 
 
-def rfc3339(ts: float | int | None) -> str | None:
-    """Unix seconds -> RFC 3339 UTC (Kubernetes' metav1.Time form); None when unknown."""
-    if not ts or ts <= 0:
-        return None
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _time(ts: int) -> str | None:
+    """Unix seconds -> Kubernetes' time format; None when unknown (0)."""
+    return rfc3339(ts) if ts > 0 else None
 
 
 CONTAINER_UNIVERSE = 14
@@ -182,17 +135,13 @@ def runs_wrapper(ad: Mapping[str, Any]) -> bool:
     return ad.get("JobUniverse") != CONTAINER_UNIVERSE and not ad.get("SingularityImage")
 
 
-def job_id(ad: Mapping[str, Any]) -> str:
-    return f"{_int(ad, 'ClusterId')}.{_int(ad, 'ProcId')}"
-
-
 def pod_status(
     pod: PodRef,
     ad: Mapping[str, Any] | None,
     *,
     now: float,
     held_grace_seconds: int,
-    file_states: Mapping[str, FileState] | None = None,
+    file_states: Mapping[str, ContainerReport] | None = None,
     diagnosis: str | None = None,
 ) -> StatusResult | None:
     """Map a job ad to the pod's status.
@@ -307,7 +256,7 @@ class _JobView:
         ad: Mapping[str, Any],
         jid: str,
         now: float,
-        file_states: Mapping[str, FileState],
+        file_states: Mapping[str, ContainerReport],
     ) -> None:
         self.ad = ad
         self.jid = jid
@@ -315,7 +264,7 @@ class _JobView:
         self.file_states = file_states
         self.job_started = _int(ad, "JobCurrentStartDate") or _int(ad, "JobStartDate")
 
-    def reported(self, kind: Kind, index: int, name: str) -> FileState | None:
+    def reported(self, kind: Kind, index: int, name: str) -> ContainerReport | None:
         raw = self.ad.get(classad_attrs.state_attr(kind, index))
         chirped = classad_attrs.decode_state(raw) if isinstance(raw, str) else None
         from_file = self.file_states.get(name)
@@ -323,9 +272,9 @@ class _JobView:
             # status.json is written after each chirp, so it wins over a stale attribute;
             # it also carries the message the one-token chirp encoding cannot.
             return from_file
-        return None if chirped is None else FileState(chirped)
+        return None if chirped is None else ContainerReport(chirped)
 
-    def _from_report(self, rep: FileState) -> _State:
+    def _from_report(self, rep: ContainerReport) -> _State:
         s = rep.state
         if s.state == "terminated":
             reason = s.reason or ("Completed" if s.exit_code == 0 else "Error")
@@ -491,7 +440,7 @@ def _render(
     if isinstance(s, _Waiting):
         state = {"waiting": _drop_empty({"reason": s.reason, "message": s.message})}
     elif isinstance(s, _Running):
-        state = {"running": _drop_empty({"startedAt": rfc3339(s.started)})}
+        state = {"running": _drop_empty({"startedAt": _time(s.started)})}
     else:
         state = {
             "terminated": _drop_empty(
@@ -499,8 +448,8 @@ def _render(
                     "exitCode": s.exit_code,
                     "reason": s.reason,
                     "message": s.message,
-                    "startedAt": rfc3339(s.started),
-                    "finishedAt": rfc3339(s.finished),
+                    "startedAt": _time(s.started),
+                    "finishedAt": _time(s.finished),
                 }
             )
         }
@@ -532,10 +481,6 @@ def _images(value: Any, names: Sequence[str]) -> dict[str, str]:
     if not isinstance(value, str) or not value:
         return {}
     return dict(zip(names, value.split(","), strict=False))
-
-
-def _mapping(v: Any) -> Mapping[str, Any]:
-    return v if isinstance(v, Mapping) else {}
 
 
 def _int(ad: Mapping[str, Any], key: str, default: int = 0) -> int:

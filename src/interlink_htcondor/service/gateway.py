@@ -4,39 +4,35 @@ Every binding call blocks, so each runs in a bounded thread pool (``schedd.threa
 a timeout and, where the call is safe to repeat, retries that locate the schedd again.
 The event loop never waits on the schedd directly.
 
-Idempotent submission: the same pod UID never gives two jobs. Within this process a
-per-UID asyncio lock serialises creates; across processes (a restart racing the old
-process, or two replicas on one host) an ``flock`` on ``<shared_dir>/.locks/<uid>`` does.
-That lock file also records the pod's job id once submitted, so a repeated create is
-answered without asking the schedd; a submit cut short (the file says "submitting") is
-checked against the schedd before anything is submitted again. The server also answers
-from its job snapshot when that already shows the pod's job.
+Submits that arrive together go to the schedd together: one transaction (one cluster, one
+proc per pod) instead of one per pod, which is what makes a burst of creates fast. That a
+pod gets one job only is the create handler's business (``service.create``), with the
+pod's lock file from the sandbox store.
+
+``Gateway`` is the interface the service uses; ``ScheddGateway`` implements it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
 import logging
 import os
-import shutil
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import classad2
 import htcondor2
 
 from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.plan import JobPlan
-from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION, REMOVED, job_id
+from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
 from interlink_htcondor.settings import ScheddSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +41,6 @@ T = TypeVar("T")
 Ad = dict[str, Any]
 Observer = Callable[[str, float, bool], None]  # (operation, seconds, ok)
 
-LOCK_DIR = ".locks"
 # At most this many pod UIDs in one ``member(...)`` constraint.
 UID_BATCH = 200
 _configured = False
@@ -54,6 +49,21 @@ _config_lock = threading.Lock()
 
 class ScheddError(Exception):
     """The schedd (or collector) could not be reached or refused the call."""
+
+
+class SubmitInDoubt(ScheddError):
+    """A submit timed out but may still happen: ``outcome`` resolves to its ``Submitted``
+    once the schedd call really ends (or raises ``ScheddError``)."""
+
+    def __init__(self, message: str, outcome: asyncio.Future[Submitted]) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+class _SubmitTimeout(Exception):
+    def __init__(self, message: str, work: asyncio.Future[None]) -> None:
+        super().__init__(message)
+        self.work = work
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,44 @@ class Submitted:
     job_id: str
     created: bool  # False when the pod already had a job (idempotent create)
     ad: Ad
+
+
+class Gateway(Protocol):
+    """What the service asks of HTCondor. Every call raises ``ScheddError`` when the schedd
+    or collector cannot be reached or refuses."""
+
+    spool: bool  # storage.mode is "spool": job files travel with the job
+
+    async def ping(self) -> None:
+        """Return once the schedd answers a trivial query."""
+
+    async def query_jobs(self) -> list[Ad]:
+        """All of this plugin's jobs in the queue (one query, ``PROJECTION``)."""
+
+    async def jobs_of(self, uid: str) -> list[Ad]:
+        """The queued jobs of one pod (normally zero or one)."""
+
+    async def find_jobs(self, uids: Sequence[str]) -> dict[str, Ad]:
+        """Jobs of these pods by pod UID, from the queue, else the history (those ads carry
+        ``FROM_HISTORY``)."""
+
+    async def capacity(self) -> Capacity:
+        """What the pool's execute slots offer."""
+
+    async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
+        """Submit one pod's job (its sandbox already written)."""
+
+    async def remove_pod(self, uid: str, reason: str) -> int:
+        """Remove every job of the pod; the number removed."""
+
+    async def remove_job(self, jid: str, reason: str, *, force: bool = False) -> None:
+        """Remove one job (``force``: at once, without its starter's cleanup)."""
+
+    async def retrieve(self, jid: str) -> None:
+        """Spool mode: bring a finished job's output back into its sandbox."""
+
+    def close(self) -> None:
+        """Stop the gateway's threads."""
 
 
 def configure_htcondor(cfg: ScheddSettings) -> None:
@@ -126,10 +174,11 @@ def plain(ad: Any) -> Ad:
 
 @dataclass
 class _Pending:
-    """One create waiting in a submit batch."""
+    """One submit waiting in a batch."""
 
     plan: JobPlan
     sandbox: Path
+    commands: dict[str, str]
     result: Submitted | None = None
     error: BaseException | None = None
 
@@ -171,7 +220,7 @@ class _Batcher:
             queue, self._queue = self._queue[: self._limit], self._queue[self._limit :]
             groups: dict[tuple[str, ...], list[tuple[_Pending, asyncio.Future[Submitted]]]] = {}
             for item, fut in queue:
-                key = tuple(sorted(item.plan.submit))
+                key = tuple(sorted(item.commands))
                 groups.setdefault(key, []).append((item, fut))
             await asyncio.gather(*(self._one_batch(g) for g in groups.values()))
         finally:
@@ -183,6 +232,13 @@ class _Batcher:
         items = [item for item, _ in group]
         try:
             await self._run("submit", lambda: self._work(items))
+        except _SubmitTimeout as e:
+            for item, fut in group:
+                if not fut.done():
+                    outcome = asyncio.ensure_future(_settled(e.work, item))
+                    outcome.add_done_callback(_retrieve)
+                    fut.set_exception(SubmitInDoubt(str(e), outcome))
+            return
         except Exception as e:
             for item in items:
                 if item.result is None and item.error is None:
@@ -196,6 +252,22 @@ class _Batcher:
                 fut.set_exception(item.error or RuntimeError("submit gave no result"))
 
 
+async def _settled(work: asyncio.Future[None], item: _Pending) -> Submitted:
+    try:
+        await work
+    except Exception as e:
+        raise ScheddError(f"schedd submit failed: {e or type(e).__name__}") from e
+    if item.result is None:
+        raise item.error or RuntimeError("submit gave no result")
+    return item.result
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    # Read by whoever awaits the outcome; this keeps an unawaited failure quiet.
+    if not fut.cancelled():
+        fut.exception()
+
+
 class ScheddGateway:
     """Async facade over the bindings for everything the plugin asks of HTCondor."""
 
@@ -207,12 +279,8 @@ class ScheddGateway:
         self._observer = observer
         self._location: Any = None
         self._location_lock = threading.Lock()
-        self._uid_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
         self.instance = settings.policy.instance
         self.spool = settings.storage.mode == "spool"
-        self.lock_dir = settings.storage.shared_dir / LOCK_DIR
         self.mine = f"{classad_attrs.PLUGIN} == {quote(self.instance)}"
         self._batcher = _Batcher(self._submit_call, self._submit_batch)
 
@@ -258,8 +326,23 @@ class ScheddGateway:
         raise ScheddError(f"schedd {op} failed: {what}") from last
 
     async def _submit_call(self, op: str, fn: Callable[[], None]) -> None:
-        # Never retried: a timed-out submit may have happened (the markers tell).
-        await self._call(op, fn, retry=False)
+        """Like ``_call`` but never retried, and a timeout says the submit is in doubt:
+        the binding call goes on in its thread and may still queue the jobs."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        work = asyncio.ensure_future(loop.run_in_executor(self._pool, fn))
+        try:
+            await asyncio.wait_for(asyncio.shield(work), self._cfg.timeout_seconds)
+        except TimeoutError:
+            self._observe(op, time.perf_counter() - t0, False)
+            self._forget_location()
+            work.add_done_callback(_retrieve)
+            raise _SubmitTimeout(f"schedd {op} timed out; it may still happen", work) from None
+        except (htcondor2.HTCondorException, OSError, RuntimeError) as e:
+            self._observe(op, time.perf_counter() - t0, False)
+            self._forget_location()
+            raise ScheddError(f"schedd {op} failed: {e or type(e).__name__}") from e
+        self._observe(op, time.perf_counter() - t0, True)
 
     def _observe(self, op: str, seconds: float, ok: bool) -> None:
         if self._observer is not None:
@@ -351,103 +434,52 @@ class ScheddGateway:
 
     # ------------------------------------------------------------------ submit
 
-    def uid_lock(self, uid: str) -> asyncio.Lock:
-        lock = self._uid_locks.get(uid)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._uid_locks[uid] = lock
-        return lock
-
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
-        """Submit ``plan`` unless the pod already has a job; idempotent per pod UID.
-
-        Creates that arrive together are submitted together: one schedd transaction (one
-        cluster, one proc per pod) instead of one per pod, which is what makes a burst
-        of creates fast. The existence check runs in the same call, under each pod's
-        cross-process lock.
-        """
-        async with self.uid_lock(plan.pod_uid):
-            return await self._batcher.submit(_Pending(plan, sandbox))
+        """Submit ``plan`` (its sandbox already written), batched with the submits that
+        arrive within a few milliseconds. Never retried: a submit that timed out may have
+        happened (the create handler's lock file tells)."""
+        commands = self.submit_commands(plan, sandbox)
+        return await self._batcher.submit(_Pending(plan, sandbox, commands))
 
     def _submit_batch(self, batch: list[_Pending]) -> None:
-        """Blocking: lock, check, write and submit a batch; sets each item's outcome."""
-        with contextlib.ExitStack() as stack:
-            todo: list[tuple[_Pending, int, dict[str, str]]] = []
-            schedd = None
-            for item in batch:
-                plan = item.plan
-                try:
-                    marker = stack.enter_context(self._file_lock(plan.pod_uid))
-                    state = _read_marker(marker)
-                    if state.startswith(MARKER_JOB):
-                        item.result = Submitted(state[len(MARKER_JOB) :].strip(), False, {})
-                        continue
-                    if state:
-                        # A submit cut short: only the schedd knows whether it happened.
-                        schedd = schedd or self._schedd()
-                        ads = schedd.query(
-                            constraint=self._uid_constraint([plan.pod_uid]),
-                            projection=list(PROJECTION),
-                        )
-                        if ads:
-                            item.result = _existing([plain(a) for a in ads])
-                            _write_marker(marker, MARKER_JOB + item.result.job_id)
-                            continue
-                    _write_marker(marker, MARKER_SUBMITTING)
-                    write_sandbox(plan, item.sandbox)
-                    todo.append((item, marker, self.submit_commands(plan, item.sandbox)))
-                except Exception as e:  # this pod only; the others go on
-                    item.error = e
-            if not todo:
-                return
-            schedd = schedd or self._schedd()
-            keys = list(todo[0][2])
-            # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
-            template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
-            items = [{f"v{i}": cmds[k] for i, k in enumerate(keys)} for _, _, cmds in todo]
+        """Blocking: submit a batch as one transaction; sets each item's outcome."""
+        schedd = self._schedd()
+        keys = list(batch[0].commands)
+        # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
+        template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
+        items = [{f"v{i}": item.commands[k] for i, k in enumerate(keys)} for item in batch]
+        result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
+        cluster = int(result.cluster())
+        if self.spool:
             try:
-                result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
-                cluster = int(result.cluster())
-                if self.spool:
-                    try:
-                        schedd.spool(result)
-                    except Exception:
-                        # Jobs without their input would wait for ever: take them back.
-                        with contextlib.suppress(Exception):
-                            schedd.act(
-                                htcondor2.JobAction.RemoveX,
-                                f"ClusterId == {cluster}",
-                                _reason("spool failed"),
-                            )
-                        raise
-            except Exception as e:
-                for item, marker, _ in todo:
-                    _write_marker(marker, "")
-                    item.error = e
-                return
-            now = int(time.time())
-            for proc, (item, marker, _) in enumerate(todo):
-                jid = f"{cluster}.{proc}"
-                _write_marker(marker, MARKER_JOB + jid)
-                plan = item.plan
-                item.result = Submitted(
-                    jid,
-                    True,
-                    {
-                        "ClusterId": cluster,
-                        "ProcId": proc,
-                        "JobStatus": 1,
-                        "QDate": now,
-                        "EnteredCurrentStatus": now,
-                        classad_attrs.POD_UID: plan.pod_uid,
-                        classad_attrs.POD_NAME: plan.name,
-                        classad_attrs.POD_NAMESPACE: plan.namespace,
-                        classad_attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
-                        classad_attrs.CONTAINERS: ",".join(plan.containers),
-                        classad_attrs.SANDBOX: str(item.sandbox),
-                        classad_attrs.PLUGIN: self.instance,
-                    },
-                )
+                schedd.spool(result)
+            except Exception:
+                # Jobs without their input would wait for ever: take them back.
+                with contextlib.suppress(Exception):
+                    schedd.act(
+                        htcondor2.JobAction.RemoveX,
+                        f"ClusterId == {cluster}",
+                        _reason("spool failed"),
+                    )
+                raise
+        now = int(time.time())
+        for proc, item in enumerate(batch):
+            plan = item.plan
+            ad: Ad = {
+                "ClusterId": cluster,
+                "ProcId": proc,
+                "JobStatus": 1,
+                "QDate": now,
+                "EnteredCurrentStatus": now,
+                classad_attrs.POD_UID: plan.pod_uid,
+                classad_attrs.POD_NAME: plan.name,
+                classad_attrs.POD_NAMESPACE: plan.namespace,
+                classad_attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
+                classad_attrs.CONTAINERS: ",".join(plan.containers),
+                classad_attrs.SANDBOX: str(item.sandbox),
+                classad_attrs.PLUGIN: self.instance,
+            }
+            item.result = Submitted(job_id(ad), True, ad)
 
     def submit_commands(self, plan: JobPlan, sandbox: Path) -> dict[str, str]:
         """The plan's submit commands, plus the identity the gateway's queries rely on."""
@@ -466,17 +498,6 @@ class ScheddGateway:
             if name.lower() not in present:
                 commands[f"+{name}"] = quote(value)
         return commands
-
-    @contextlib.contextmanager
-    def _file_lock(self, uid: str) -> Iterator[int]:
-        """The pod's lock file, locked (flock) and open for reading and writing."""
-        self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_dir / _safe_name(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield fd
-        finally:
-            os.close(fd)
 
     # ------------------------------------------------------------------ remove
 
@@ -498,65 +519,15 @@ class ScheddGateway:
 
         await self._call("remove", run)
 
-    async def wait_gone(self, uid: str, timeout: float, poll: float = 0.5) -> bool:
-        """Wait until the pod has no job in the queue; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            jobs = await self.jobs_of(uid)
-            if not jobs:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(poll)
-
     async def retrieve(self, jid: str) -> None:
         """Spool mode: bring a finished job's output back into its sandbox."""
         await self._call("retrieve", lambda: self._schedd().retrieve(jid))
-
-    def clean_pod_files(self, uid: str, sandbox: Path | None) -> None:
-        """Delete everything written for the pod (blocking; call through ``run``)."""
-        if sandbox is not None:
-            _rmtree(sandbox, self._settings.storage.shared_dir)
-        with contextlib.suppress(FileNotFoundError):
-            (self.lock_dir / _safe_name(uid)).unlink()
-
-    async def run(self, op: str, fn: Callable[[], T]) -> T:
-        """Run other blocking work (file I/O) in the gateway's pool."""
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        try:
-            return await loop.run_in_executor(self._pool, fn)
-        finally:
-            self._observe(op, time.perf_counter() - t0, True)
-
-
-MARKER_SUBMITTING = "submitting\n"
-MARKER_JOB = "job "
-
-
-def _read_marker(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    return os.read(fd, 256).decode(errors="replace")
-
-
-def _write_marker(fd: int, text: str) -> None:
-    # No fsync: the marker must survive the process, not the machine (the page cache
-    # serves the next process; after a machine crash the "submitting" check still holds).
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
-    os.write(fd, text.encode())
 
 
 def _reason(text: str) -> tuple[str, int]:
     """``act``'s reason: htcondor2 25.14 drops a plain string and keeps only a
     ``(text, code)`` tuple (code 1 is HTCondor's "user request")."""
     return (text, 1)
-
-
-def _existing(ads: list[Ad]) -> Submitted:
-    live = [a for a in ads if a.get("JobStatus") != REMOVED] or ads
-    best = min(live, key=lambda a: (_num(a.get("ClusterId")), _num(a.get("ProcId"))))
-    return Submitted(job_id(best), False, best)
 
 
 def _attr_key(command: str) -> str:
@@ -574,68 +545,3 @@ def _num(v: Any) -> int:
     if isinstance(v, int | float):
         return int(v)
     return 0
-
-
-def _safe_name(uid: str) -> str:
-    # UIDs are validated by the translator; this keeps a hostile one inside the lock dir.
-    return "".join(ch if ch.isalnum() or ch == "-" else "_" for ch in uid)[:128] or "_"
-
-
-def write_sandbox(plan: JobPlan, sandbox: Path) -> None:
-    """Write the plan's files with their modes; nothing may land outside ``sandbox``."""
-    if not sandbox.is_absolute():
-        raise ValueError(f"sandbox {sandbox} is not an absolute path")
-    sandbox.mkdir(mode=0o700, parents=True, exist_ok=True)
-    made: set[Path] = set()
-    for f in plan.files:
-        rel = Path(f.path)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            raise ValueError(f"sandbox file path {f.path!r} escapes the sandbox")
-        target = sandbox / rel
-        if rel.parent not in made:
-            _mkdirs(sandbox, rel.parent)
-            made.add(rel.parent)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-        try:
-            fd = os.open(target, flags, 0o600)
-        except FileExistsError:
-            target.unlink()  # never write through an existing file or link
-            fd = os.open(target, flags, 0o600)
-        try:
-            view = memoryview(f.content)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fchmod(fd, f.mode)
-        finally:
-            os.close(fd)
-
-
-def _mkdirs(root: Path, rel: Path) -> None:
-    cur = root
-    for part in rel.parts:
-        cur = cur / part
-        try:
-            cur.mkdir(mode=0o755)
-        except FileExistsError:
-            if cur.is_symlink() or not cur.is_dir():
-                raise ValueError(f"sandbox path {cur} is not a directory") from None
-
-
-def _rmtree(path: Path, root: Path) -> None:
-    """Remove a pod's sandbox, refusing anything that is not strictly below ``root``."""
-    try:
-        resolved_root = root.resolve()
-        resolved = path.resolve()
-    except OSError:
-        return
-    if resolved == resolved_root or resolved_root not in resolved.parents:
-        log.warning("refusing to delete %s: not inside %s", path, root)
-        return
-    try:
-        shutil.rmtree(resolved)
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from interlink_htcondor.core.jobspec import ContainerSpec, ExecAction
+from interlink_htcondor.core.jobspec import ContainerSpec, ExecSpec
 from interlink_htcondor.core.models import Container
 from interlink_htcondor.core.translate.context import PodContext
 from interlink_htcondor.core.translate.envvars import check_value, container_env, expand_argv
@@ -27,7 +27,7 @@ APP = "container"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _pre_stop(c: Container, where: str) -> ExecAction | None:
+def _pre_stop(c: Container, where: str) -> ExecSpec | None:
     if c.lifecycle is None:
         return None
     if c.lifecycle.post_start is not None:
@@ -41,7 +41,7 @@ def _pre_stop(c: Container, where: str) -> ExecAction | None:
         raise TranslationError(f"{where}: preStop exec needs a command")
     for i, a in enumerate(hook.exec.command):
         check_value(a, f"{where}: preStop command[{i}]")
-    return ExecAction(argv=list(hook.exec.command))
+    return ExecSpec(argv=list(hook.exec.command))
 
 
 def build_container(

@@ -17,12 +17,18 @@ from pathlib import PurePosixPath
 import classad2
 
 from interlink_htcondor.core import classad_attrs
-from interlink_htcondor.core.jobspec import LOG_DIR, SPEC_FILE, VOLUME_DIR, WRAPPER_FILE, JobSpec
+from interlink_htcondor.core.jobspec import (
+    LOG_DIR,
+    SPEC_FILE,
+    STATUS_FILE,
+    VOLUME_DIR,
+    WRAPPER_FILE,
+    JobSpec,
+)
 from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.core.translate.resources import PodResources
 from interlink_htcondor.settings import Settings
 
-STATUS_FILE = "status.json"
 WRAPPER_OUT = "wrapper.out"
 WRAPPER_ERR = "wrapper.err"
 # Beyond deadline + grace, so the wrapper's own DeadlineExceeded report comes first.

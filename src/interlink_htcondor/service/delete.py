@@ -1,0 +1,96 @@
+"""POST /delete: remove the pod's job and everything written for it.
+
+The job is removed gracefully (SIGTERM: the wrapper runs preStop hooks within the pod's
+grace period). A job that outlives the grace period is forced out in the background, and
+the pod's files are deleted once its job has left the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.models import PodRef
+from interlink_htcondor.service.errors import HTTPError
+from interlink_htcondor.service.gateway import Gateway, ScheddError
+from interlink_htcondor.service.state import PluginState
+
+log = logging.getLogger("interlink_htcondor.server")
+
+DEFAULT_GRACE_SECONDS = 30  # Kubernetes' default terminationGracePeriodSeconds
+MAX_GRACE_SECONDS = 3600
+# How long the answer waits for the job to leave the queue, beyond the grace period.
+WAIT_MARGIN_SECONDS = 10
+MAX_WAIT_SECONDS = 60
+# In the background: how long the job may take to leave before it is forced out.
+FORCE_AFTER_SECONDS = 300
+POLL_SECONDS = 0.5
+
+
+async def delete(state: PluginState, raw: Any) -> str:
+    if not isinstance(raw, dict):
+        raise HTTPError(400, "the /delete body must be a JSON pod object")
+    ref = PodRef.from_pod(raw)
+    missing = ref.missing_identity()
+    if missing:
+        raise HTTPError(422, f"invalid pod: {', '.join(missing)}: a non-empty string is required")
+    pod = f"{ref.namespace}/{ref.name}"
+    uid = ref.uid
+    grace = _grace_seconds(raw)
+    snap = state.snapshot.current
+    ad = state.snapshot.lookup(snap, uid) if snap is not None else None
+    sandbox = state.store.sandbox_of(ref.namespace, ref.name, uid, ad)
+    log.info("delete", extra={"pod": pod, "uid": uid})
+    try:
+        removed = await state.gateway.remove_pod(uid, "pod deleted through interLink")
+    except ScheddError as e:
+        raise HTTPError(503, f"cannot remove the job of pod {pod}: {e}") from None
+    state.snapshot.note_deleted(uid)
+    state.missing.forget(uid)
+    gone = True
+    if removed:
+        try:
+            wait = min(grace + WAIT_MARGIN_SECONDS, MAX_WAIT_SECONDS)
+            gone = await wait_gone(state.gateway, uid, wait)
+        except ScheddError:
+            gone = False
+    if gone:
+        await state.store.remove(uid, sandbox)
+        return f"pod {pod} deleted\n"
+    state.spawn(_finish_delete(state, uid, sandbox), "finish delete")
+    return f"pod {pod} is being deleted\n"
+
+
+async def _finish_delete(state: PluginState, uid: str, sandbox: Path | None) -> None:
+    """The job outlived the grace period: force it out, then clean up."""
+    gateway = state.gateway
+    if not await wait_gone(gateway, uid, FORCE_AFTER_SECONDS):
+        for ad in await gateway.jobs_of(uid):
+            await gateway.remove_job(job_id(ad), "pod deleted; grace period over", force=True)
+        await wait_gone(gateway, uid, MAX_WAIT_SECONDS)
+    await state.store.remove(uid, sandbox)
+
+
+async def wait_gone(gateway: Gateway, uid: str, timeout: float, poll: float = POLL_SECONDS) -> bool:
+    """Wait until the pod has no job in the queue; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not await gateway.jobs_of(uid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll)
+
+
+def _grace_seconds(pod: Mapping[str, Any]) -> int:
+    spec = pod.get("spec")
+    if isinstance(spec, dict):
+        v = spec.get("terminationGracePeriodSeconds")
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_GRACE_SECONDS:
+            return v
+    return DEFAULT_GRACE_SECONDS
