@@ -40,7 +40,7 @@ VOLUME ["/run/interlink-htcondor", "/var/lib/interlink-htcondor/pods"]
 
 # Probes whatever listener the config names (socket, or TCP with TLS).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
-    CMD ["python", "-m", "interlink_htcondor.cli.healthcheck", "--config", "/etc/interlink-htcondor/config.yaml"]
+    CMD ["interlink-htcondor", "healthcheck", "--config", "/etc/interlink-htcondor/config.yaml"]
 
 ENTRYPOINT ["interlink-htcondor"]
 CMD ["serve", "--config", "/etc/interlink-htcondor/config.yaml"]

@@ -331,8 +331,8 @@ def test_sidecar_socket_paths_agree(tmp_path: Path) -> None:
     # Exec probes over the same socket.
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         command = plugin[probe]["exec"]["command"]
-        assert command[:3] == ["python", "-m", "interlink_htcondor.cli.healthcheck"]
-        assert command[3:] == ["--socket", str(cfg.server.socket), path]
+        assert command[:2] == ["interlink-htcondor", "healthcheck"]
+        assert command[2:] == ["--socket", str(cfg.server.socket), path]
     port = interlink["ports"][0]
     assert port["containerPort"] == int(il_config["InterlinkPort"])
     service = find(docs, "Service", f"{FULLNAME}-interlink")

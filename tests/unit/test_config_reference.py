@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from interlink_htcondor import settings
-from interlink_htcondor.cli import config_reference
+from interlink_htcondor.cli import config_reference, main
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "configuration.md"
@@ -42,12 +42,12 @@ def test_reference_is_up_to_date() -> None:
 
 def test_check_option_detects_staleness(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.md"
-    assert config_reference.main(["-o", str(fresh)]) == 0
-    assert config_reference.main(["--check", str(fresh)]) == 0
+    assert main(["config-reference", "-o", str(fresh)]) == 0
+    assert main(["config-reference", "--check", str(fresh)]) == 0
     stale = tmp_path / "stale.md"
     stale.write_text(fresh.read_text().replace("`server.port`", "`server.prot`"))
-    assert config_reference.main(["--check", str(stale)]) == 1
-    assert config_reference.main(["--check", str(tmp_path / "missing.md")]) == 1
+    assert main(["config-reference", "--check", str(stale)]) == 1
+    assert main(["config-reference", "--check", str(tmp_path / "missing.md")]) == 1
 
 
 def test_every_key_is_documented_with_its_env_variable() -> None:

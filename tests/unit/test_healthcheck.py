@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from interlink_htcondor import settings
-from interlink_htcondor.cli import healthcheck
+from interlink_htcondor.cli import healthcheck, main
 
 TOKEN = "s3cret-token"
 
@@ -117,13 +117,13 @@ def _no_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_unix_socket_health_and_readiness(unix_socket: str) -> None:
-    assert healthcheck.main(["--socket", unix_socket, "/healthz"]) == 0
-    assert healthcheck.main(["--socket", unix_socket]) == 0  # /healthz is the default
-    assert healthcheck.main(["--socket", unix_socket, "/readyz"]) == 1
+    assert main(["healthcheck", "--socket", unix_socket, "/healthz"]) == 0
+    assert main(["healthcheck", "--socket", unix_socket]) == 0  # /healthz is the default
+    assert main(["healthcheck", "--socket", unix_socket, "/readyz"]) == 1
 
 
 def test_missing_socket_is_unhealthy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert healthcheck.main(["--socket", str(tmp_path / "nothing.sock")]) == 1
+    assert main(["healthcheck", "--socket", str(tmp_path / "nothing.sock")]) == 1
     assert "healthcheck: /healthz:" in capsys.readouterr().err
 
 
@@ -132,18 +132,18 @@ def test_bearer_token_is_sent_and_never_printed(
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    assert healthcheck.main(["--socket", token_socket]) == 1
-    assert healthcheck.main(["--socket", token_socket, "--token-file", str(token_file)]) == 0
+    assert main(["healthcheck", "--socket", token_socket]) == 1
+    assert main(["healthcheck", "--socket", token_socket, "--token-file", str(token_file)]) == 0
     token_file.write_text("wrong")
-    assert healthcheck.main(["--socket", token_socket, "--token-file", str(token_file)]) == 1
+    assert main(["healthcheck", "--socket", token_socket, "--token-file", str(token_file)]) == 1
     assert TOKEN not in capsys.readouterr().err
 
 
 def test_config_with_socket(unix_socket: str, tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"server:\n  socket: {unix_socket}\n")
-    assert healthcheck.main(["--config", str(config)]) == 0
-    assert healthcheck.main(["--config", str(config), "/readyz"]) == 1
+    assert main(["healthcheck", "--config", str(config)]) == 0
+    assert main(["healthcheck", "--config", str(config), "/readyz"]) == 1
 
 
 def test_config_with_tls_pins_the_servers_certificate(
@@ -157,17 +157,17 @@ def test_config_with_tls_pins_the_servers_certificate(
         f"server:\n  host: 0.0.0.0\n  port: {port}\n  tls_cert: {cert}\n  tls_key: {key}\n"
     )
     assert healthcheck.target_from_config(config).url == f"https://127.0.0.1:{port}"
-    assert healthcheck.main(["--config", str(config)]) == 0
+    assert main(["healthcheck", "--config", str(config)]) == 0
     # Any other certificate is refused.
     other, _ = _self_signed(tmp_path, "other")
-    assert healthcheck.main(["--url", f"https://127.0.0.1:{port}", "--cafile", str(other)]) == 1
-    assert healthcheck.main(["--url", f"https://127.0.0.1:{port}", "--cafile", str(cert)]) == 0
+    assert main(["healthcheck", "--url", f"https://127.0.0.1:{port}", "--cafile", str(other)]) == 1
+    assert main(["healthcheck", "--url", f"https://127.0.0.1:{port}", "--cafile", str(cert)]) == 0
 
 
 def test_broken_config_is_unhealthy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("server:\n  prot: 1\n")
-    assert healthcheck.main(["--config", str(config)]) == 1
+    assert main(["healthcheck", "--config", str(config)]) == 1
     assert "healthcheck:" in capsys.readouterr().err
 
 
@@ -175,9 +175,9 @@ def test_plain_http_url() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     with _serve(server):
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert healthcheck.main(["--url", url]) == 0
-        assert healthcheck.main(["--url", url, "/readyz"]) == 1
-    assert healthcheck.main(["--url", "ftp://example.org"]) == 1
+        assert main(["healthcheck", "--url", url]) == 0
+        assert main(["healthcheck", "--url", url, "/readyz"]) == 1
+    assert main(["healthcheck", "--url", "ftp://example.org"]) == 1
 
 
 def test_probe_against_the_real_plugin_app(tmp_path: Path) -> None:
@@ -202,8 +202,8 @@ def test_probe_against_the_real_plugin_app(tmp_path: Path) -> None:
                 break
             threading.Event().wait(0.05)
         assert server.started
-        assert healthcheck.main(["--socket", sock, "/healthz"]) == 0
-        assert healthcheck.main(["--socket", sock, "/readyz"]) == 1
+        assert main(["healthcheck", "--socket", sock, "/healthz"]) == 0
+        assert main(["healthcheck", "--socket", sock, "/readyz"]) == 1
     finally:
         server.should_exit = True
         thread.join(timeout=30)

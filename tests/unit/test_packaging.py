@@ -94,7 +94,7 @@ def test_dockerfile_runs_non_root_with_a_working_default_config(tmp_path: Path) 
     cfg = settings.load(config)
     assert cfg.server.socket is not None
     assert f"-o {uid} " in text and str(cfg.server.socket.parent) in text
-    assert "interlink_htcondor.cli.healthcheck" in text.split("HEALTHCHECK", 1)[1]
+    assert 'CMD ["interlink-htcondor", "healthcheck"' in text.split("HEALTHCHECK", 1)[1]
     assert 'ENTRYPOINT ["interlink-htcondor"]' in text
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert {"*", "!pyproject.toml", "!README.md", "!src/"} <= set(ignore)

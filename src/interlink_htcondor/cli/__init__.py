@@ -1,7 +1,8 @@
 """The ``interlink-htcondor`` command: a thin dispatcher to one module per subcommand.
 
-Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; it is
-imported only when used, so ``pool`` works before the plugin's heavier imports are needed.
+Each subcommand module exposes ``add_arguments(parser, name)`` and ``run(args, name) ->
+int``; it is imported only when used, so ``pool`` works before the plugin's heavier
+imports are needed, and ``healthcheck`` starts fast.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "pool": ("interlink_htcondor.devpool.cli", "run a personal HTCondor + Apptainer pool"),
+    "pool": ("interlink_htcondor.cli.pool", "run a personal HTCondor + Apptainer pool"),
     "serve": ("interlink_htcondor.cli.serve", "serve the interLink plugin API"),
     "render": ("interlink_htcondor.cli.render", "print the job a pod manifest becomes"),
-    "submit": ("interlink_htcondor.cli.admin", "send a pod to a running plugin"),
-    "status": ("interlink_htcondor.cli.admin", "show a pod's status from a running plugin"),
-    "logs": ("interlink_htcondor.cli.admin", "print a container's logs from a running plugin"),
+    "submit": ("interlink_htcondor.cli.submit", "send a pod to a running plugin"),
+    "status": ("interlink_htcondor.cli.status", "show a pod's status from a running plugin"),
+    "logs": ("interlink_htcondor.cli.logs", "print a container's logs from a running plugin"),
     "demo": ("interlink_htcondor.cli.demo", "pool, plugin, Dask workers and the Z-peak analysis"),
+    "healthcheck": ("interlink_htcondor.cli.healthcheck", "probe a running plugin (exit 0 if up)"),
+    "config-reference": (
+        "interlink_htcondor.cli.config_reference",
+        "print the configuration reference (or a YAML file of the defaults)",
+    ),
 }
 
 

@@ -1,10 +1,12 @@
-"""Generate the configuration reference (``docs/configuration.md``) from the settings model.
+"""``interlink-htcondor config-reference``: the configuration reference
+(``docs/configuration.md``), generated from the settings model.
 
 The reference is derived from :mod:`interlink_htcondor.settings` alone, so it cannot drift
 from what the plugin accepts: every key with its type, default, environment variable and
-description, then a complete YAML file of the defaults. Regenerate it with::
+description, then a complete YAML file of the defaults (``--yaml`` prints only that).
+Regenerate it with::
 
-    python -m interlink_htcondor.cli.config_reference -o docs/configuration.md
+    interlink-htcondor config-reference -o docs/configuration.md
 
 ``--check FILE`` exits 1 when FILE differs from what would be generated (used by the tests).
 """
@@ -28,7 +30,7 @@ from pydantic.fields import FieldInfo
 
 from interlink_htcondor.settings import ENV_PREFIX, Settings
 
-GENERATOR = "python -m interlink_htcondor.cli.config_reference -o docs/configuration.md"
+GENERATOR = "interlink-htcondor config-reference -o docs/configuration.md"
 
 
 @dataclass(frozen=True)
@@ -271,16 +273,15 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m interlink_htcondor.cli.config_reference",
-        description="Print the configuration reference generated from the settings model.",
-    )
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.description = "Print the configuration reference generated from the settings model."
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
     group.add_argument("--check", type=Path, metavar="FILE", help="exit 1 if FILE is stale")
     group.add_argument("--yaml", action="store_true", help="print only the YAML example")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, name: str) -> int:
     text = example_yaml() if args.yaml else render_markdown()
     if args.check is not None:
         try:
@@ -297,7 +298,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,12 +1,12 @@
-"""Probe a running plugin's ``/healthz`` or ``/readyz``; exit 0 when it answers 200.
+"""``interlink-htcondor healthcheck``: probe a running plugin's ``/healthz`` or ``/readyz``;
+exit 0 when it answers 200.
 
 Kubernetes ``httpGet`` probes cannot reach a plugin that listens only on a unix socket, and a
 container image has no curl, so the chart's exec probes and the image's HEALTHCHECK use this::
 
-    python -m interlink_htcondor.cli.healthcheck \
-        --socket /run/interlink-htcondor/plugin.sock /readyz
-    python -m interlink_htcondor.cli.healthcheck --url http://127.0.0.1:4000 /healthz
-    python -m interlink_htcondor.cli.healthcheck --config /etc/interlink-htcondor/config.yaml
+    interlink-htcondor healthcheck --socket /run/interlink-htcondor/plugin.sock /readyz
+    interlink-htcondor healthcheck --url http://127.0.0.1:4000 /healthz
+    interlink-htcondor healthcheck --config /etc/interlink-htcondor/config.yaml
 
 ``--config`` finds the listener (socket, or TCP with TLS pinned to the configured
 certificate) and the bearer token file from the plugin's own settings. Only the standard
@@ -20,7 +20,6 @@ import http.client
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -111,11 +110,8 @@ def probe(target: Target, path: str = "/healthz", timeout: float = 5.0) -> tuple
     return resp.status == 200, f"{path}: HTTP {resp.status} {resp.reason}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m interlink_htcondor.cli.healthcheck",
-        description="Exit 0 if the plugin answers 200 on PATH, 1 otherwise.",
-    )
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.description = "Exit 0 if the plugin answers 200 on PATH, 1 otherwise."
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--socket", help="unix socket the plugin listens on")
     where.add_argument("--url", help="base URL, e.g. http://127.0.0.1:4000")
@@ -124,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cafile", help="trust this certificate/CA bundle for https")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     parser.add_argument("path", nargs="?", default="/healthz", help="default /healthz")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, name: str) -> int:
     if args.config is not None:
         try:
             target = target_from_config(args.config)
@@ -139,7 +137,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not ok:
         print(f"healthcheck: {reason}", file=sys.stderr)
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

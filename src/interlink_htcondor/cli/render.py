@@ -11,15 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from interlink_htcondor import client, settings
 from interlink_htcondor.cli import UsageError
+from interlink_htcondor.cli.manifests import load_documents, load_pod
 from interlink_htcondor.core.jobspec import SPEC_FILE
 from interlink_htcondor.core.models import parse_create_body, validation_message
 from interlink_htcondor.core.plan import JobPlan
@@ -56,46 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         action="store_true",
         help="without --config, use plain defaults rather than the running pool's embedded ones",
     )
-
-
-def load_documents(path: Path) -> list[dict[str, Any]]:
-    """Every object of a YAML/JSON file: several documents and ``kind: List`` unpacked."""
-    try:
-        docs = list(yaml.safe_load_all(path.read_text()))
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path} is not valid YAML: {e}") from e
-    out: list[dict[str, Any]] = []
-    for doc in docs:
-        if doc is None:
-            continue
-        if not isinstance(doc, dict):
-            raise UsageError(f"{path}: expected Kubernetes objects, found {type(doc).__name__}")
-        if doc.get("kind") == "List" or (doc.get("items") is not None and "kind" not in doc):
-            out += [i for i in doc.get("items") or [] if isinstance(i, dict)]
-        else:
-            out.append(doc)
-    return out
-
-
-def load_pod(path: Path) -> dict[str, Any]:
-    """The pod of a manifest, with namespace (``default``) and uid filled in when absent.
-
-    A missing uid becomes a UUID derived from namespace and name, so that the output is
-    the same on every run.
-    """
-    pods = [d for d in load_documents(path) if d.get("kind", "Pod") == "Pod"]
-    if len(pods) != 1:
-        raise UsageError(f"{path}: expected exactly one Pod, found {len(pods)}")
-    pod = pods[0]
-    meta = pod.get("metadata") or {}
-    pod["metadata"] = meta
-    if not meta.get("namespace"):
-        meta["namespace"] = "default"
-    if not meta.get("uid") and meta.get("name"):
-        meta["uid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"pod:{meta['namespace']}/{meta['name']}"))
-    return pod
 
 
 def _settings(args: argparse.Namespace) -> settings.Settings:

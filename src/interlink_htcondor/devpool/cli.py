@@ -52,12 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace, name: str) -> int:
-    from ..cli import UsageError
-
-    try:
-        return _ACTIONS[args.action](args)
-    except PoolError as e:
-        raise UsageError(str(e)) from e
+    """Run the action; a ``PoolError`` is the caller's to report."""
+    return _ACTIONS[args.action](args)
 
 
 def _up(args: argparse.Namespace) -> int:
