@@ -143,7 +143,7 @@ class BenchPlugin(ServeProcess):
         schedd = pool_schedd(self.pool)
         c = f'InterlinkPlugin == "{self.instance}"'
         ads = schedd.query(c, ["InterlinkSandbox", "InterlinkPodUID"])
-        force_remove(schedd, c, "benchmark over", pause=1)
+        force_remove(schedd, c, "benchmark over", grace=1)
         locks = self.pool.pods_dir / ".locks"
         for ad in ads:
             sb = ad.get("InterlinkSandbox")

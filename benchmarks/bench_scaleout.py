@@ -48,8 +48,8 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.versions import VersionMismatchWarning
 
 from interlink_htcondor.dask import PluginCluster
-from interlink_htcondor.dask.localplugin import LocalPlugin
 from interlink_htcondor.devpool import PoolInfo, ensure_up
+from interlink_htcondor.local_plugin import LocalPlugin
 
 warnings.filterwarnings("ignore", category=VersionMismatchWarning)
 ATTRS = [

@@ -1,17 +1,30 @@
-"""``interlink-htcondor serve`` as a child process on a free loopback port, for the
-integration tests and the benchmarks: started in its own session and ready once
-``/readyz`` answers 200 (the schedd is reachable); and the removal of the jobs a run left
-in the personal pool."""
+"""The plugin as a local child process, for the demo, the notebook, the tests and the
+benchmarks (not for production: a site runs ``interlink-htcondor serve`` under systemd or
+the Helm chart).
+
+``LocalPlugin`` runs ``interlink-htcondor serve`` with the embedded default settings of the
+running personal pool, on a free loopback port, ready once ``/readyz`` answers 200 (the
+schedd is reachable)::
+
+    with LocalPlugin() as plugin:
+        cluster = PluginCluster(plugin.url)
+
+``ServeProcess`` is the process handling beneath it (the tests and benchmarks extend it);
+``pool_schedd`` and ``force_remove`` clear the jobs a run left in the personal pool.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -100,11 +113,79 @@ def pool_schedd(pool: PoolInfo) -> Any:
     return htcondor2.Schedd(htcondor2.Collector(pool.collector).locate(htcondor2.DaemonType.Schedd))
 
 
-def force_remove(schedd: Any, constraint: str, reason: str, pause: float) -> None:
-    """Remove takes idle jobs out at once; RemoveX then forces any that linger."""
+def force_remove(schedd: Any, constraint: str, reason: str, grace: float) -> None:
+    """Remove the jobs (idle ones leave at once, running ones get SIGTERM); RemoveX forces
+    out any still in the queue after ``grace`` seconds."""
     import htcondor2
 
     schedd.act(htcondor2.JobAction.Remove, constraint, (reason, 1))
-    time.sleep(pause)
-    if schedd.query(constraint=constraint, projection=["ClusterId"], limit=1):
-        schedd.act(htcondor2.JobAction.RemoveX, constraint, (reason, 1))
+    deadline = time.monotonic() + grace
+    while schedd.query(constraint=constraint, projection=["ClusterId"], limit=1):
+        if time.monotonic() >= deadline:
+            schedd.act(htcondor2.JobAction.RemoveX, constraint, (reason, 1))
+            return
+        time.sleep(0.2)
+
+
+class PluginStartError(RuntimeError):
+    """The plugin process exited or never became ready; the message holds its output."""
+
+
+class LocalPlugin:
+    """``with LocalPlugin() as plugin: PluginCluster(plugin.url)``.
+
+    Parameters
+    ----------
+    env
+        Settings to add to this process's environment
+        (``INTERLINK_HTCONDOR_<SECTION>__<KEY>``).
+    log_path
+        Where the plugin's output goes (a temporary file by default), so that a failure
+        can show it.
+    ready_timeout
+        Seconds to wait for ``/readyz``.
+    """
+
+    def __init__(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.log_path = log_path or Path(
+            tempfile.mkstemp(prefix="interlink-htcondor-plugin-", suffix=".log")[1]
+        )
+        self.ready_timeout = ready_timeout
+        self._proc = ServeProcess({**os.environ, **(env or {})}, self.log_path)
+
+    @property
+    def url(self) -> str:
+        return self._proc.url
+
+    def start(self) -> str:
+        """Start the plugin; its URL once ready (``PluginStartError`` otherwise)."""
+        try:
+            self._proc.start(timeout=self.ready_timeout)
+        except RuntimeError as e:
+            self._proc.stop()
+            raise PluginStartError(str(e)) from None
+        return self.url
+
+    def output_tail(self, lines: int = 30) -> str:
+        return self._proc.log_tail(lines)
+
+    def stop(self) -> None:
+        self._proc.stop()
+
+    def __enter__(self) -> LocalPlugin:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

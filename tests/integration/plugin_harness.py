@@ -134,7 +134,7 @@ class Plugin(ServeProcess):
 
         run(delete_all())
         if schedd.query(constraint=c, projection=["ClusterId"], limit=1):
-            force_remove(schedd, c, "test session over", pause=2)
+            force_remove(schedd, c, "test session over", grace=2)
 
     def log_lines(self) -> list[Json]:
         assert self.log_path is not None

@@ -15,8 +15,8 @@ from worker_probe import ancestors
 
 from dimuon import analyze, dataset, generate
 from interlink_htcondor.dask import PluginCluster
-from interlink_htcondor.dask.localplugin import LocalPlugin
 from interlink_htcondor.devpool import PoolInfo
+from interlink_htcondor.local_plugin import LocalPlugin
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -15,8 +15,8 @@ from distributed import Client
 from worker_probe import ancestors
 
 from interlink_htcondor.dask import PluginCluster, WorkerStartError
-from interlink_htcondor.dask.localplugin import LocalPlugin
 from interlink_htcondor.devpool import PoolInfo
+from interlink_htcondor.local_plugin import LocalPlugin
 
 # Workers do not have this test module: send its functions by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

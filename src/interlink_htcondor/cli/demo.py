@@ -66,8 +66,8 @@ def run(args: argparse.Namespace, name: str) -> int:
         ) from None
     from interlink_htcondor import devpool
     from interlink_htcondor.dask import PluginCluster, WorkerStartError
-    from interlink_htcondor.dask.localplugin import LocalPlugin, PluginStartError
     from interlink_htcondor.dask.progress import TerminalDisplay
+    from interlink_htcondor.local_plugin import LocalPlugin, PluginStartError
 
     # The workers run Debian bookworm's Python 3.11 with the client's exact dask and
     # distributed; only Python's patch level differs, which dask warns about.
