@@ -7,9 +7,13 @@ from typing import Any
 
 import pytest
 from _translate_support import container, pod, request, settings, spec_of
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from kubernetes.utils import parse_quantity as kubernetes_parse_quantity
 
 from interlink_htcondor.core.translate import TranslationError, translate
-from interlink_htcondor.core.translate.resources import parse
+from interlink_htcondor.core.translate.resources import parse, parse_quantity
 from interlink_htcondor.settings import ResourceSettings
 
 
@@ -197,3 +201,14 @@ def test_maxima_are_configurable() -> None:
 def test_unknown_extended_resources_are_ignored() -> None:
     s = submit_for(container(**res({"example.com/widget": "3", "hugepages-2Mi": "1Gi"})))
     assert "request_gpus" not in s
+
+
+QUANTITY = r"[+-]?(\d{1,12}(\.\d{0,6})?|\.\d{1,6})([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d{1,2})?"
+
+
+# No deadline: the machine is shared, and each example is microseconds of arithmetic.
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.from_regex(QUANTITY, fullmatch=True))
+def test_quantities_parse_as_the_kubernetes_client_does(text: str) -> None:
+    # The plugin's own parser, against the Kubernetes client's (the reference; dev only).
+    assert parse_quantity(text) == kubernetes_parse_quantity(text)

@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import Any
 
-from kubernetes.utils import parse_quantity
-
 from interlink_htcondor import ANNOTATION_PREFIX
+from interlink_htcondor.core.translate.resources import parse_quantity
 
 Json = dict[str, Any]
 
@@ -78,7 +77,7 @@ class WorkerTemplate:
 
     @property
     def memory_bytes(self) -> int:
-        return int(parse_quantity(self.memory))  # type: ignore[no-untyped-call]
+        return int(parse_quantity(self.memory))
 
     def args(self) -> list[str]:
         """Worker argv; ``$(DASK_WORKER_NAME)`` is expanded by the kubelet or plugin."""

@@ -24,8 +24,7 @@ from typing import Any
 
 import kr8s
 from dask_kubernetes.operator import KubeCluster, make_cluster_spec
-from dask_kubernetes.operator._objects import DaskWorkerGroup
-from kr8s.asyncio.objects import Deployment
+from kr8s.asyncio.objects import Deployment, Pod
 
 from interlink_htcondor.dask import crd
 from interlink_htcondor.dask.template import WorkerTemplate
@@ -181,10 +180,19 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         super().__init__(custom_cluster_spec=spec, **kwargs)
 
     async def _scale(self, n: int, worker_group: str = "default") -> None:
-        wg = await DaskWorkerGroup(f"{self.name}-{worker_group}", namespace=self.namespace)
-        deployments = [d.raw for d in await wg.deployments()]
+        # The operator labels a worker group's Deployments and Pods so (kr8s public API,
+        # rather than dask-kubernetes' private DaskWorkerGroup object).
+        selector = ",".join(
+            [
+                f"dask.org/cluster-name={self.name}",
+                "dask.org/component=worker",
+                f"dask.org/workergroup-name={self.name}-{worker_group}",
+            ]
+        )
+        where = {"label_selector": selector, "namespace": self.namespace}
+        deployments = [_raw(d) async for d in Deployment.list(**where)]
         if n < len(deployments):
-            pods = [p.raw for p in await wg.pods()]
+            pods = [_raw(p) async for p in Pod.list(**where)]
             info = await self.scheduler_comm.identity()
             connected = [str(w.get("name")) for w in info.get("workers", {}).values()]
             plan = plan_scale_down(deployments, pods, connected, n)
@@ -204,3 +212,10 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"worker Deployment {obj.name} was not deleted")
                 await asyncio.sleep(0.5)
+
+
+def _raw(obj: Any) -> dict[str, Any]:
+    """The object's JSON (kr8s lists yield objects, or plain dicts when asked to)."""
+    raw = obj if isinstance(obj, dict) else obj.raw
+    assert isinstance(raw, dict)
+    return raw

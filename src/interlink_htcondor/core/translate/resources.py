@@ -1,6 +1,8 @@
 """Kubernetes resource quantities -> HTCondor requests (request_cpus/memory/disk/gpus).
 
-Quantities are parsed by ``kubernetes.utils.parse_quantity``. Per container, the job uses
+Quantities are parsed here (``parse_quantity``, Kubernetes' grammar and suffixes, checked
+against ``kubernetes.utils.parse_quantity`` by the tests), so that the plugin does not
+need the Kubernetes client for it. Per container, the job uses
 the request, or the limit when only the limit is set (as Kubernetes defaults it); the
 memory limit is kept for the job wrapper to enforce. The pod's effective request is the
 Kubernetes rule: max(sum over app containers, max over init containers).
@@ -13,8 +15,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-
-from kubernetes.utils import parse_quantity
 
 from interlink_htcondor.core.models import Container
 from interlink_htcondor.core.translate.errors import TranslationError
@@ -30,17 +30,31 @@ MIB = 1024 * 1024
 KIB = 1024
 # Kubernetes' own quantity grammar: a signed decimal and one suffix or exponent.
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+_DECIMAL_EXPONENT = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY_EXPONENT = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 # Larger than any real machine by far; beyond it a value is a mistake, not a request.
 _ABSURD = Decimal(2) ** 62
+
+
+def parse_quantity(text: str) -> Decimal:
+    """A Kubernetes quantity (``"500m"``, ``"1.5Gi"``, ``"2e3"``) as a number; ValueError
+    when ``text`` is not one."""
+    m = _QUANTITY.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity")
+    suffix = m.group(3) or ""
+    if suffix in _BINARY_EXPONENT:
+        return Decimal(text[:-2]) * Decimal(2) ** _BINARY_EXPONENT[suffix]
+    if suffix in _DECIMAL_EXPONENT:
+        return Decimal(text[:-1]) * Decimal(10) ** _DECIMAL_EXPONENT[suffix]
+    return Decimal(text)  # no suffix, or an exponent (``2e3``) that Decimal reads itself
 
 
 def parse(value: str, where: str) -> Decimal:
     """Parse one quantity; ``where`` names it in errors (container and field)."""
     text = str(value)
-    if not _QUANTITY.fullmatch(text):
-        raise TranslationError(f"{where}: {value!r} is not a Kubernetes quantity")
     try:
-        q = Decimal(parse_quantity(text))  # type: ignore[no-untyped-call]
+        q = parse_quantity(text)
     except (ValueError, InvalidOperation) as e:
         raise TranslationError(f"{where}: {value!r} is not a Kubernetes quantity") from e
     if not q.is_finite():
