@@ -172,9 +172,6 @@ class LocalPlugin:
             raise PluginStartError(str(e)) from None
         return self.url
 
-    def output_tail(self, lines: int = 30) -> str:
-        return self._proc.log_tail(lines)
-
     def stop(self) -> None:
         self._proc.stop()
 

@@ -219,15 +219,14 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def _read_token(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
+    from interlink_htcondor.service.app import read_token
+
     try:
-        token = path.read_bytes().strip()
+        return read_token(path)
     except OSError as e:
         raise UsageError(f"cannot read server.bearer_token_file {path}: {e.strerror}") from None
-    if not token:
-        raise UsageError(f"server.bearer_token_file {path} is empty")
-    return token
+    except ValueError:
+        raise UsageError(f"server.bearer_token_file {path} is empty") from None
 
 
 def _drop_privileges(account: pwd.struct_passwd) -> None:

@@ -28,7 +28,6 @@ from typing import Any, BinaryIO
 _TS_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
 )
-READ_CHUNK = 64 * 1024
 POLL_SECONDS = 0.5
 DONE_CHECK_SECONDS = 2.0
 

@@ -51,7 +51,7 @@ async def create(state: PluginState, raw: Any) -> dict[str, str]:
         if known is not None and known.get("JobStatus") != REMOVED:
             jid = job_id(known)
             log.info("create: pod already has a job", extra={"uid": uid, "job": jid})
-            return {"PodUID": uid, "PodJID": jid}
+            return _answer(uid, jid)
     try:
         plan = await asyncio.get_running_loop().run_in_executor(
             None, translate, req, state.settings
@@ -72,7 +72,11 @@ async def create(state: PluginState, raw: Any) -> dict[str, str]:
         "create: submitted" if submitted.created else "create: pod already has a job",
         extra={"uid": uid, "job": submitted.job_id},
     )
-    return {"PodUID": uid, "PodJID": submitted.job_id}
+    return _answer(uid, submitted.job_id)
+
+
+def _answer(uid: str, jid: str) -> dict[str, str]:
+    return models.CreateResponse(pod_uid=uid, pod_jid=jid).model_dump(by_alias=True)
 
 
 async def submit_once(state: PluginState, plan: JobPlan, sandbox: Path) -> Submitted:

@@ -104,7 +104,6 @@ class JobSnapshot:
         # Jobs submitted by this process and not yet seen by a query: uid -> (time, ad).
         self._pending: dict[str, tuple[float, Ad]] = {}
         self._forgotten: dict[str, float] = {}
-        self.queries = 0  # schedd queries made (for benchmarks and metrics)
 
     @property
     def current(self) -> Snapshot | None:
@@ -145,7 +144,6 @@ class JobSnapshot:
     async def _do_refresh(self) -> Snapshot:
         started = self._clock()
         try:
-            self.queries += 1
             ads = await self._fetch()
             snap = Snapshot(index_by_uid(ads), started, self._clock())
             self._current = snap
@@ -188,19 +186,12 @@ class JobSnapshot:
         self._pending.pop(uid, None)
         self._forgotten[uid] = self._clock()
 
-    def invalidate(self) -> None:
-        """Make the next ``get`` query again (still coalesced)."""
-        self._current = None if self._current is None else _aged(self._current)
 
 
 def _retrieve(fut: asyncio.Future[Snapshot]) -> None:
     # A background refresh may fail with nobody awaiting it; the failure is logged.
     if not fut.cancelled():
         fut.exception()
-
-
-def _aged(s: Snapshot) -> Snapshot:
-    return Snapshot(s.jobs, float("-inf"), s.finished, s.wall)
 
 
 class MissingJobResolver:
@@ -228,7 +219,6 @@ class MissingJobResolver:
         self._clock = clock
         self._waiting: dict[str, asyncio.Future[Ad | None]] = {}
         self._batch_task: asyncio.Task[None] | None = None
-        self.queries = 0
 
     async def resolve(self, uids: Iterable[str]) -> dict[str, Ad | None]:
         out: dict[str, Ad | None] = {}
@@ -260,7 +250,6 @@ class MissingJobResolver:
             batch, self._waiting = self._waiting, {}
             if not batch:
                 return
-            self.queries += 1
             try:
                 found = await self._fetch(sorted(batch))
             except Exception as e:
