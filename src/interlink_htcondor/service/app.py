@@ -3,8 +3,9 @@
 Request -> models -> translate -> schedd gateway -> response. Handlers never block the
 event loop: binding calls run in the gateway's pool, file I/O in threads. Each endpoint's
 work is in its own module (``create``, ``status``, ``logs``, ``delete``, ``health``); this
-one wires them to routes, with the gatekeeper middleware and the error handlers. The
-status codes are listed in ``service.errors``.
+one wires them to routes, with the gatekeeper middleware (which also answers unexpected
+errors) and the handler of ``HTTPError``. The status codes are listed in
+``service.errors``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from interlink_htcondor.service import create, delete, health, logs, status
 from interlink_htcondor.service.errors import HTTPError, error_response
 from interlink_htcondor.service.gatekeeper import Gatekeeper
 from interlink_htcondor.service.gateway import Gateway, ScheddGateway
-from interlink_htcondor.service.json_logging import session_var
 from interlink_htcondor.service.metrics import CONTENT_TYPE, Metrics
 from interlink_htcondor.service.request_body import read_json
 from interlink_htcondor.service.sandbox_store import SandboxStore
@@ -73,13 +73,6 @@ def create_app(
         if exc.status >= 500:
             log.error("request failed", extra={"status": exc.status, "error": exc.message})
         return error_response(exc.status, exc.message)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        log.error("unexpected error", exc_info=exc)
-        return error_response(
-            500, f"internal error in the plugin (session {session_var.get()}); see its log"
-        )
 
     @app.post("/create")
     async def create_route(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""The gatekeeper middleware: session id, bearer token, body size, metrics, access log.
+"""The gatekeeper middleware: session id, bearer token, body size, metrics, access log, and
+the answer to an unexpected error (a 500 naming the session, to find it in the log).
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that streamed logs are not buffered.
 """
@@ -29,6 +30,8 @@ QUIET_ENDPOINTS = frozenset({"/status", "/metrics", "/healthz", "/readyz"})
 
 
 class Gatekeeper:
+    """Wraps the app: every request passes here first and is accounted for here last."""
+
     def __init__(
         self, app: ASGIApp, *, token: bytes | None, max_body: int, metrics: Metrics
     ) -> None:
@@ -62,7 +65,14 @@ class Gatekeeper:
             if rejection is not None:
                 await rejection(scope, receive, send_wrapper)
                 return
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception:
+                if first_byte is not None:
+                    raise  # the answer is under way: nothing can be added to it
+                log.exception("unexpected error")
+                message = f"internal error in the plugin (session {session}); see its log"
+                await error_response(500, message)(scope, receive, send_wrapper)
         finally:
             elapsed = (first_byte or time.perf_counter()) - start
             self.metrics.observe_request(endpoint, code, elapsed)
