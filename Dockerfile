@@ -1,5 +1,6 @@
-# The interlink-htcondor plugin image: the project and the HTCondor Python bindings (the
-# `htcondor` wheel, no daemons) in a virtualenv, run as an unprivileged user.
+# The interlink-htcondor plugin image: the project's base install (the plugin and its CLI,
+# with the HTCondor Python bindings: the `htcondor` wheel, no daemons; no Dask) in a
+# virtualenv, at the versions of constraints.txt, run as an unprivileged user.
 #
 #   docker build -t registry.example.org/interlink-htcondor:0.1.0 .
 #   docker run --rm -v $PWD/config.yaml:/etc/interlink-htcondor/config.yaml:ro \
@@ -21,10 +22,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/interlink-htcondor/bin:$PATH \
     CONDOR_CONFIG=ONLY_ENV
 
-COPY pyproject.toml README.md /build/
+COPY pyproject.toml README.md constraints.txt /build/
 COPY src /build/src
 RUN python -m venv "$VIRTUAL_ENV" \
-    && pip install /build \
+    && pip install -c /build/constraints.txt /build \
     && rm -rf /build \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/interlink-htcondor \
         --shell /usr/sbin/nologin interlink \

@@ -8,16 +8,28 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint pool-up pool-down pool-status
+.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installed with constraints.txt: the versions the suite last passed with.
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { apt-get update -q && $(APT_INSTALL) python3; }
 	$(PYTHON) -m venv $(VENV) || { apt-get update -q && $(APT_INSTALL) python3-venv && \
 		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# A fresh resolution of '.[dev]' (the newest releases) in a scratch virtualenv, written to
+# constraints.txt. Run `make test` with it before committing it.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; \
+	  .venv-constraints/bin/pip freeze --all --exclude-editable --exclude pip; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .venv-constraints
 
 # The whole suite against the real pool (built and started if needed, left running).
 test: venv pool-up

@@ -97,4 +97,7 @@ def test_dockerfile_runs_non_root_with_a_working_default_config(tmp_path: Path) 
     assert 'CMD ["interlink-htcondor", "healthcheck"' in text.split("HEALTHCHECK", 1)[1]
     assert 'ENTRYPOINT ["interlink-htcondor"]' in text
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert {"*", "!pyproject.toml", "!README.md", "!src/"} <= set(ignore)
+    assert {"*", "!pyproject.toml", "!README.md", "!constraints.txt", "!src/"} <= set(ignore)
+    # The base install only (no extras), at the locked versions.
+    (install,) = re.findall(r"pip install (.*?) \\$", text, re.M)
+    assert install == "-c /build/constraints.txt /build"
