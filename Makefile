@@ -31,9 +31,14 @@ constraints:
 	mv constraints.new constraints.txt
 	rm -rf .venv-constraints
 
-# The whole suite against the real pool (built and started if needed, left running).
+# The whole suite against the real pool (built and started if needed, left running), with
+# line coverage held at 90% or more for the service and the core (the job wrapper runs in
+# jobs, not in the measured process).
 test: venv pool-up
-	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --junitxml=out/junit.xml -ra
+	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --cov --cov-report= \
+		--junitxml=out/junit.xml --durations=15 -ra
+	$(BIN)/coverage report --include='src/interlink_htcondor/service/*' --fail-under=90
+	$(BIN)/coverage report --include='src/interlink_htcondor/core/*' --fail-under=90
 
 # Unit tests only: no pool.
 unit: venv

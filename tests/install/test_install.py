@@ -10,6 +10,7 @@ package index or a warm pip cache; no pool.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,8 @@ POD = ROOT / "tests" / "pods" / "exit-42.yaml"
 pytestmark = pytest.mark.install
 
 
-def run(argv: list[str | Path], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=900, **kw)
+def run(argv: list[str | Path]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=900)
 
 
 def check(argv: list[str | Path]) -> str:
@@ -35,9 +36,16 @@ def check(argv: list[str | Path]) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    tree = tmp_path_factory.mktemp("tree")
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("src", "analysis"):
+        shutil.copytree(ROOT / name, tree / name, ignore=junk)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
     out = tmp_path_factory.mktemp("wheel")
     pip = [sys.executable, "-m", "pip"]
-    check([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, ROOT])
+    check([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, tree])
     (built,) = out.glob("interlink_htcondor-*.whl")
     return built
 

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from distributed import Client, get_task_stream
 from worker_probe import ancestors
@@ -46,7 +46,7 @@ def test_z_peak_is_fitted_from_work_done_on_the_htcondor_workers(
     cluster: PluginCluster, data: dataset.Dataset, schedd: Any
 ) -> None:
     jobs = cluster.jobs()
-    with Client(cluster) as client:
+    with Client(cluster) as client:  # type: ignore[no-untyped-call]
         workers = client.scheduler_info()["workers"]
         by_address = {addr: str(w["name"]) for addr, w in workers.items()}
         assert set(by_address.values()) == set(jobs)  # every worker is one of our pods

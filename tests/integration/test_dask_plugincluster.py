@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from distributed import Client
 from worker_probe import ancestors
@@ -69,7 +69,7 @@ def test_workers_are_htcondor_jobs_in_apptainer(cluster: PluginCluster, schedd: 
     assert {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in ads.values()} == set(
         cluster.jobs().values()
     )
-    with Client(cluster) as client:
+    with Client(cluster) as client:  # type: ignore[no-untyped-call]
         info = client.run(
             lambda: {
                 "container": __import__("os").environ.get("APPTAINER_CONTAINER", ""),
@@ -145,7 +145,7 @@ def test_scale_down_removes_idle_jobs_before_running_workers(
 def test_graceful_scale_down_keeps_results(cluster: PluginCluster, schedd: Any) -> None:
     cluster.scale(2)
     cluster.wait_for_workers(2, timeout=180)
-    with Client(cluster) as client:
+    with Client(cluster) as client:  # type: ignore[no-untyped-call]
         addrs = list(client.scheduler_info()["workers"])
         futures = [
             client.submit(lambda i: i * i, i, workers=[a], pure=False) for i, a in enumerate(addrs)
@@ -159,7 +159,7 @@ def test_graceful_scale_down_keeps_results(cluster: PluginCluster, schedd: Any) 
 
 def test_adapt_grows_and_shrinks_through_the_plugin(cluster: PluginCluster, schedd: Any) -> None:
     cluster.adapt(minimum=0, maximum=2, interval="500ms", wait_count=4, target_duration="1s")
-    with Client(cluster) as client:
+    with Client(cluster) as client:  # type: ignore[no-untyped-call]
         futures = client.map(lambda x: __import__("time").sleep(3) or x, range(8), pure=False)
         assert sum(client.gather(futures)) == sum(range(8))
         assert len(cluster.jobs()) >= 1

@@ -28,12 +28,12 @@ def outputs(nb: Any, kind: str) -> list[str]:
 
 
 def test_committed_notebook_has_no_outputs() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
 def test_notebook_runs_the_analysis_on_htcondor_workers(pool: PoolInfo, tmp_path: Path) -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()

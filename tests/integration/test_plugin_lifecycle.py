@@ -122,7 +122,10 @@ def test_prestop_runs_on_delete(plugin: Plugin, schedd_jobs: Any) -> None:
     pod["spec"]["volumes"][0]["hostPath"]["path"] = str(out)
     plugin.create(pod)
     plugin.wait_for(pod, lambda e: "running" in state_of(e, "main"), timeout=120)
-    time.sleep(1)  # let the shell exec its sleep
+    deadline = time.monotonic() + 60
+    while plugin.logs(pod, "main") != "started\n":  # the container's program runs
+        assert time.monotonic() < deadline, "the container never started"
+        time.sleep(0.2)
     t0 = time.monotonic()
     r = plugin.delete(pod)
     assert r.status_code == 200, r.text

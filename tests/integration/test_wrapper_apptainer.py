@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _wrapper_harness import HOSTILE as UNIT_HOSTILE
+from _wrapper_harness import SandboxRun
 
 from interlink_htcondor.core import classad_attrs, jobspec
 from interlink_htcondor.devpool import PoolInfo
 from interlink_htcondor.jobside import wrapper
 from interlink_htcondor.local_plugin import free_port
-from unit._wrapper_harness import HOSTILE as UNIT_HOSTILE
-from unit._wrapper_harness import SandboxRun
 
 pytestmark = pytest.mark.integration
 

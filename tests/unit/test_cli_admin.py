@@ -56,8 +56,8 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     sock = str(tmp_path / "plugin.sock")
     settings = Settings(
-        storage={"shared_dir": str(tmp_path / "pods")},  # type: ignore[arg-type]
-        schedd={"status_refresh_seconds": 0.001},  # type: ignore[arg-type]
+        storage={"shared_dir": str(tmp_path / "pods")},
+        schedd={"status_refresh_seconds": 0.001},
     )
     gateway = FakeGateway()
     app = create_app(settings, gateway=gateway)

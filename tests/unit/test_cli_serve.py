@@ -15,7 +15,13 @@ from interlink_htcondor.settings import Settings
 
 
 def args(**kw: object) -> argparse.Namespace:
-    base = {"config": None, "host": None, "port": None, "socket": None, "log_level": None}
+    base: dict[str, object] = {
+        "config": None,
+        "host": None,
+        "port": None,
+        "socket": None,
+        "log_level": None,
+    }
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -65,7 +71,7 @@ def test_root_never_serves_without_run_as() -> None:
 
 def test_unix_socket_mode_and_stale_file(tmp_path: Path) -> None:
     path = tmp_path / "run" / "plugin.sock"
-    s = Settings(server={"socket": str(path), "socket_mode": 0o660})  # type: ignore[arg-type]
+    s = Settings(server={"socket": str(path), "socket_mode": 0o660})
     sock = serve._listen(s, None)
     try:
         assert stat.S_IMODE(path.stat().st_mode) == 0o660
@@ -85,11 +91,11 @@ def test_unix_socket_mode_and_stale_file(tmp_path: Path) -> None:
 
 
 def test_tcp_listener_reports_a_busy_port() -> None:
-    s = Settings(server={"host": "127.0.0.1", "port": 0})  # type: ignore[arg-type]
+    s = Settings(server={"host": "127.0.0.1", "port": 0})
     sock = serve._listen(s, None)
     try:
         port = sock.getsockname()[1]
-        busy = Settings(server={"host": "127.0.0.1", "port": port})  # type: ignore[arg-type]
+        busy = Settings(server={"host": "127.0.0.1", "port": port})
         with pytest.raises(UsageError, match="cannot listen"):
             serve._listen(busy, None)
     finally:

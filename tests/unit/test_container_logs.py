@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -146,6 +148,13 @@ def test_options_of_the_wrong_type(opts: dict[str, object]) -> None:
         LogOptions.from_opts(opts)
 
 
+async def until(cond: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -169,12 +178,11 @@ async def test_follow_streams_until_done(tmp_path: Path) -> None:
             chunks.append(c)
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.05)
+    await until(lambda: b"".join(chunks) == b"first\n")
     with p.open("a") as f:
         f.write(cri(T0 + 1, "second"))
         f.write(f"{ts(T0 + 2)} stdout F half")  # a line still being written
-    await asyncio.sleep(0.05)
-    assert b"".join(chunks) == b"first\nsecond\n"
+    await until(lambda: b"".join(chunks) == b"first\nsecond\n")
     with p.open("a") as f:
         f.write("-written\n" + cri(T0 + 3, "last"))
     done.set()

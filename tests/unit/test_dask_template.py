@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 
-import distributed
 import pytest
 
 from interlink_htcondor.dask.template import (
@@ -18,7 +18,7 @@ from interlink_htcondor.dask.template import (
 
 
 def test_default_image_is_dask_of_the_client_version() -> None:
-    assert f"ghcr.io/dask/dask:{distributed.__version__}" == DEFAULT_IMAGE
+    assert f"ghcr.io/dask/dask:{version('distributed')}" == DEFAULT_IMAGE
     assert WorkerTemplate().image == DEFAULT_IMAGE
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from _translate_support import pod
@@ -139,7 +140,7 @@ def test_empty_uid_is_refused() -> None:
 
 
 def test_validation_message_is_capped() -> None:
-    raw = {"pod": {"metadata": {}, "spec": {"containers": [{}, {}, {}]}}}
+    raw: dict[str, Any] = {"pod": {"metadata": {}, "spec": {"containers": [{}, {}, {}]}}}
     with pytest.raises(ValidationError) as e:
         parse_create_body(raw)
     msg = validation_message(e.value, limit=2)

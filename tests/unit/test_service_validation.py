@@ -60,8 +60,8 @@ def create_body(p: dict[str, Any] | None = None) -> dict[str, Any]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
-        storage={"shared_dir": str(tmp_path / "pods")},  # type: ignore[arg-type]
-        server={"max_request_bytes": 64 * 1024},  # type: ignore[arg-type]
+        storage={"shared_dir": str(tmp_path / "pods")},
+        server={"max_request_bytes": 64 * 1024},
     )
 
 

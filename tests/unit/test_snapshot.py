@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +31,18 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def found(ad: dict[str, Any] | None) -> dict[str, Any]:
+    assert ad is not None
+    return ad
 
 
 def job(uid: str, cluster: int, status: int = 2) -> dict[str, Any]:
@@ -89,9 +103,9 @@ async def test_stale_snapshot_served_while_the_next_is_queried() -> None:
     fetch.ads = [job("a", 1, status=2)]
     again = await asyncio.gather(*(snap.get() for _ in range(50)))
     assert all(s is first for s in again)
-    await asyncio.sleep(0.1)  # the one background query ends
+    await until(lambda: snap.current is not first)  # the one background query ends
     assert fetch.calls == 2
-    assert snap.lookup(await snap.get(), "a")["JobStatus"] == 2
+    assert found(snap.lookup(await snap.get(), "a"))["JobStatus"] == 2
     clock.t += 5  # far too old: callers wait for the query
     fetch.ads = []
     assert snap.lookup(await snap.get(), "a") is None
@@ -105,11 +119,11 @@ async def test_pending_submit_visible_until_a_later_query_sees_it() -> None:
     s1 = await snap.get()
     clock.t += 0.1
     snap.note_submitted("new", job("new", 5, status=1))
-    assert snap.lookup(s1, "new")["ClusterId"] == 5
+    assert found(snap.lookup(s1, "new"))["ClusterId"] == 5
     clock.t += 1.0
     fetch.ads = [job("new", 5, status=2)]
     s2 = await snap.get()
-    assert snap.lookup(s2, "new")["JobStatus"] == 2
+    assert found(snap.lookup(s2, "new"))["JobStatus"] == 2
     fetch.ads = []
     clock.t += 1.0
     s3 = await snap.get()
@@ -164,12 +178,12 @@ async def test_missing_resolver_batches_and_caches() -> None:
     r = MissingJobResolver(fetch, batch_window=0.01)
     out = await asyncio.gather(r.resolve(["done", "gone"]), r.resolve(["queued", "done"]))
     assert len(calls) == 1 and sorted(calls[0]) == ["done", "gone", "queued"]
-    assert out[0]["done"]["JobStatus"] == 4 and out[0]["gone"] is None
-    assert out[1]["queued"]["JobStatus"] == 1
+    assert found(out[0]["done"])["JobStatus"] == 4 and out[0]["gone"] is None
+    assert found(out[1]["queued"])["JobStatus"] == 1
     # Final answers are cached, a job still queued is asked again.
     again = await r.resolve(["done", "gone", "queued"])
     assert len(calls) == 2 and calls[1] == ["queued"]
-    assert again["done"]["ClusterId"] == 3
+    assert found(again["done"])["ClusterId"] == 3
 
 
 async def test_missing_resolver_propagates_errors() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -211,4 +212,5 @@ QUANTITY = r"[+-]?(\d{1,12}(\.\d{0,6})?|\.\d{1,6})([KMGTPE]i|[numkMGTPE]|[eE][+-
 @given(st.from_regex(QUANTITY, fullmatch=True))
 def test_quantities_parse_as_the_kubernetes_client_does(text: str) -> None:
     # The plugin's own parser, against the Kubernetes client's (the reference; dev only).
-    assert parse_quantity(text) == kubernetes_parse_quantity(text)
+    reference: Callable[[str], Decimal] = kubernetes_parse_quantity
+    assert parse_quantity(text) == reference(text)

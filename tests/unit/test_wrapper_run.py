@@ -283,8 +283,10 @@ def test_sigterm_runs_prestop_then_stops_within_grace(h: Harness, tmp_path: Path
         "while True: time.sleep(0.1)\n"
     )
     hook = py(f"import time; time.sleep(0.5); open({str(events)!r}, 'a').write('prestop\\n')")
+    stubborn_ready = tmp_path / "stubborn-ready"
     stubborn = py(
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        "import pathlib, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"pathlib.Path({str(stubborn_ready)!r}).touch(); time.sleep(60)"
     )
     spec = h.spec(
         [
@@ -295,7 +297,7 @@ def test_sigterm_runs_prestop_then_stops_within_grace(h: Harness, tmp_path: Path
     )
     proc = h.start(spec)
     wait_for(ready)
-    time.sleep(0.5)
+    wait_for(stubborn_ready)  # its SIGTERM handler is in place
     proc.send_signal(signal.SIGTERM)
     run = h.finish()
     assert events.read_text() == "prestop\nterm\n"

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace, name: str) -> int:
         from distributed import Client
         from distributed.versions import VersionMismatchWarning
 
-        from dimuon import analyze, dataset, generate, plot  # type: ignore[import-not-found]
+        from dimuon import analyze, dataset, generate, plot
     except ImportError as e:
         raise UsageError(
             f"the analysis stack is missing ({e.name}); install it with "

@@ -187,7 +187,6 @@ class JobSnapshot:
         self._forgotten[uid] = self._clock()
 
 
-
 def _retrieve(fut: asyncio.Future[Snapshot]) -> None:
     # A background refresh may fail with nobody awaiting it; the failure is logged.
     if not fut.cancelled():

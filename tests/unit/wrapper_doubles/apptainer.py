@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sys
+from typing import NoReturn
 
 VALUE_OPTIONS = {
     "--bind",
@@ -44,13 +45,13 @@ VALUE_OPTIONS = {
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def fatal(message):
+def fatal(message: str) -> NoReturn:
     sys.stderr.write(f"FATAL:   {message}\n")
     sys.stderr.flush()
     sys.exit(255)
 
 
-def main():
+def main() -> None:
     args = sys.argv[1:]
     while args and args[0].startswith("-"):  # global options (--silent, -q)
         args.pop(0)
@@ -59,7 +60,7 @@ def main():
         print(f"Usage: apptainer {mode} [exec options...] <container> <command>")
         print("      --no-eval     do not shell evaluate env vars or OCI CMD/ENTRYPOINT/ARGS")
         return
-    options = []
+    options: list[list[str]] = []
     while args and args[0].startswith("-"):
         opt = args.pop(0)
         if opt in VALUE_OPTIONS:
@@ -75,7 +76,7 @@ def main():
             )
     if not os.path.exists(image):
         fatal(f"could not open image {image}: no such file or directory")
-    env = {}
+    env: dict[str, str] = {}
     injected = {
         k[len("APPTAINERENV_") :]: v for k, v in os.environ.items() if k.startswith("APPTAINERENV_")
     }
@@ -83,9 +84,9 @@ def main():
         for k, v in injected.items():
             env[k] = v.replace("\r\n", "\n")
     env.setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
-    for opt in options:
-        if opt[0] == "--home":
-            env["HOME"] = opt[1].split(":", 1)[1]
+    for option in options:
+        if option[0] == "--home":
+            env["HOME"] = option[1].split(":", 1)[1]
     if mode == "run":
         with open(image) as f:
             argv = json.load(f).get("runscript", []) + argv
@@ -96,9 +97,10 @@ def main():
             fatal(f"stat {argv[0]}: no such file or directory")
         path = argv[0]
     else:
-        path = shutil.which(argv[0], path=env["PATH"])
-        if path is None:
+        found = shutil.which(argv[0], path=env["PATH"])
+        if found is None:
             fatal(f'"{argv[0]}": executable file not found in $PATH')
+        path = found
     os.execve(path, argv, env)
 
 
