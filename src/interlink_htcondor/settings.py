@@ -4,6 +4,10 @@ Environment variables override the file: ``INTERLINK_HTCONDOR_<SECTION>__<KEY>``
 ``INTERLINK_HTCONDOR_SCHEDD__COLLECTOR=cm.example.org``). Unknown keys are an error.
 Each field's description is the admin reference (``docs/configuration.md`` is generated
 from this model).
+
+It sits at the top of the package, below every layer rather than inside one: the core's
+translation reads it, the service and the CLI build it, the personal pool (``devpool``)
+provides embedded defaults for it, and it imports nothing of the project itself.
 """
 
 from __future__ import annotations

@@ -220,9 +220,9 @@ def test_unschedulable_pod_waits_with_a_reason(plugin: Plugin, schedd_jobs: Any)
         ("/create", b'{"pod": ', 400),
         ("/create", b"[]", 422),
         ("/create", b'{"pod": {"metadata": {"name": "x"}}}', 422),
-        ("/status", b"{}", 400),
+        ("/status", b"{}", 422),
         ("/getLogs", b"{}", 422),
-        ("/delete", b"null", 400),
+        ("/delete", b"null", 422),
     ],
 )
 def test_malformed_input_gives_4xx(plugin: Plugin, path: str, body: bytes, code: int) -> None:

@@ -404,7 +404,7 @@ def test_status_when_the_schedd_is_down(client: TestClient, gateway: FakeGateway
     r = send(client, "GET", "/status", [pod()])
     assert r.status_code == 503 and "cannot query the schedd" in r.text
     r = send(client, "GET", "/status", {"not": "a list"})
-    assert r.status_code == 400
+    assert r.status_code == 422  # a body of the wrong shape
 
 
 def test_metrics_count_jobs_by_state(client: TestClient, gateway: FakeGateway) -> None:
@@ -649,7 +649,7 @@ def test_delete_validation(client: TestClient) -> None:
     assert r.status_code == 422 and "metadata.uid" in r.text
     r = send(client, "POST", "/delete", {"metadata": {"name": 3, "uid": "u", "namespace": "y"}})
     assert r.status_code == 422 and "metadata.name" in r.text
-    assert send(client, "POST", "/delete", [pod()]).status_code == 400
+    assert send(client, "POST", "/delete", [pod()]).status_code == 422
 
 
 # ----------------------------------------------------------------------------- auth, errors

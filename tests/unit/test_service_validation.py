@@ -153,7 +153,7 @@ def test_create_one_element_array_is_accepted_up_to_translation(client: TestClie
 
 def test_status_requires_a_list(client: TestClient) -> None:
     r = send(client, "GET", "/status", {"metadata": {}})
-    assert r.status_code == 400 and "list" in r.text
+    assert r.status_code == 422 and "list" in r.text
 
 
 def test_logs_validation(client: TestClient) -> None:
@@ -172,11 +172,11 @@ def test_logs_validation(client: TestClient) -> None:
     r = send(client, "GET", "/getLogs", {"Namespace": "default"})
     assert r.status_code == 422 and "PodUID" in r.text
     r = send(client, "GET", "/getLogs", [base])
-    assert r.status_code == 400
+    assert r.status_code == 422
 
 
 def test_delete_validation(client: TestClient) -> None:
-    assert send(client, "POST", "/delete", [pod()]).status_code == 400
+    assert send(client, "POST", "/delete", [pod()]).status_code == 422
     r = send(client, "POST", "/delete", {"metadata": {"name": "x", "namespace": "y"}})
     assert r.status_code == 422 and "uid" in r.text
 

@@ -114,7 +114,11 @@ def host_pins() -> dict[str, str]:
     """The host environment's versions of what the Python image must match."""
     for name in REQUIRED_ROOTS:
         if _installed_version(name) is None:
-            raise PoolError(f"{name} is not installed in this Python environment ({sys.prefix})")
+            raise PoolError(
+                f"{name} is not installed in this Python environment ({sys.prefix}); the "
+                "pool's Python image matches the client's Dask: pip install "
+                "'interlink-htcondor[dask]'"
+            )
     roots = [*REQUIRED_ROOTS, *(n for n in OPTIONAL_ROOTS if _installed_version(n))]
     return requirement_closure(roots, _installed_requires, _installed_version)
 

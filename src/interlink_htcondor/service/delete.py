@@ -34,7 +34,7 @@ POLL_SECONDS = 0.5
 
 async def delete(state: PluginState, raw: Any) -> str:
     if not isinstance(raw, dict):
-        raise HTTPError(400, "the /delete body must be a JSON pod object")
+        raise HTTPError(422, "the /delete body must be a JSON pod object")
     ref = PodRef.from_pod(raw)
     missing = ref.missing_identity()
     if missing:

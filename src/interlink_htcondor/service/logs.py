@@ -43,7 +43,7 @@ TEXT = "text/plain; charset=utf-8"
 
 async def get_logs(state: PluginState, raw: Any) -> Response:
     if not isinstance(raw, dict):
-        raise HTTPError(400, "the /getLogs body must be a JSON object")
+        raise HTTPError(422, "the /getLogs body must be a JSON object")
     try:
         req = models.LogRequest.model_validate(raw)
         opts = LogOptions.from_opts(req.opts)

@@ -39,7 +39,7 @@ DIAGNOSIS_CAPACITY_SECONDS = 60.0
 async def status(state: PluginState, raw: Any) -> list[dict[str, Any]]:
     """One status entry per pod known to the plugin (or lost by it)."""
     if not isinstance(raw, list):
-        raise HTTPError(400, "the /status body must be a JSON list of pods")
+        raise HTTPError(422, "the /status body must be a JSON list of pods")
     pods = [PodRef.from_pod(p) for p in raw if isinstance(p, dict)]
     pods = [p for p in pods if p.uid]
     try:
