@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +33,10 @@ from distributed.deploy.spec import ProcessInterface, SpecCluster
 from distributed.scheduler import Scheduler
 
 from interlink_htcondor.client import PluginClient, PluginError
+from interlink_htcondor.dask import config
 from interlink_htcondor.dask.podstate import Counts, Observed, Phase, observe, scale_down_order
 from interlink_htcondor.dask.progress import Display, make_display
-from interlink_htcondor.dask.template import WORKER_CONTAINER, WorkerTemplate
+from interlink_htcondor.dask.template import TEMPLATE_PARAMETERS, WORKER_CONTAINER, WorkerTemplate
 
 logger = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -235,6 +237,20 @@ def _dns_label(text: str) -> str:
     return label[:40].strip("-") or "dask"
 
 
+def _read_token(path: str | Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = Path(path).expanduser().read_text().strip()
+    except OSError as e:
+        raise ValueError(
+            f"cannot read the plugin's bearer token from {path}: {e.strerror}"
+        ) from None
+    if not token:
+        raise ValueError(f"the bearer token file {path} is empty")
+    return token
+
+
 def _dashboard_options(address: str | None) -> Json:
     # The dashboard needs bokeh; without it the scheduler would only log a warning.
     if importlib.util.find_spec("bokeh") is None:
@@ -242,36 +258,83 @@ def _dashboard_options(address: str | None) -> Json:
     return {"dashboard_address": address or ":0"}
 
 
+PLUGIN_CLUSTER_PARAMETERS = """
+    plugin_url : str, optional
+        The plugin: ``http://``, ``https://`` or ``unix:///path``. Default: ``plugin-url``.
+    n_workers : int
+        Workers to start with (``scale(n_workers)``).
+    template : WorkerTemplate, optional
+        The worker pod; any ``WorkerTemplate`` field may also be given as a keyword
+        (``memory="4Gi"``), on top of ``template`` or of the site's defaults.
+    namespace : str, optional
+        Namespace of the worker pods. Default: ``namespace``.
+    token : str, optional
+        The plugin's bearer token.
+    token_file : str or Path, optional
+        A file holding the bearer token (used when ``token`` is not given). Default:
+        ``token-file``.
+    verify : bool or str, optional
+        TLS verification of an ``https://`` plugin: ``True``, ``False`` or a CA bundle.
+        Default: ``verify``.
+    scheduler_host, scheduler_port : str, int, optional
+        Where the scheduler (in this process) listens. Default: ``plugin-cluster.*``,
+        127.0.0.1 on any free port.
+    scheduler_contact_address : str, optional
+        The scheduler's address as the grid slots reach it (NAT, a tunnel).
+    dashboard_address : str, optional
+        The dashboard's address (needs bokeh); default any free port.
+    status_interval : float, optional
+        Seconds between the ``/status`` calls that watch the jobs (one call for all).
+    pending_warning : float, optional
+        Seconds after which a still-pending worker is reported with the plugin's reason.
+    max_concurrent_requests : int, optional
+        Concurrent ``/create`` and ``/delete`` calls.
+    name : str, optional
+        Cluster name; worker pods are named ``<name>-<n>``.
+    asynchronous, loop
+        As for any ``distributed`` cluster.
+    **template_options
+        ``WorkerTemplate`` fields (see Other Parameters).
+"""
+
+
 class PluginCluster(SpecCluster):
     """Dask workers as HTCondor jobs through an interlink-htcondor plugin, no Kubernetes.
 
+    The scheduler runs in this process; each worker is one pod sent to the plugin's
+    ``/create`` and becomes one HTCondor job. Options not given come from the site's
+    ``dask.config`` section ``interlink-htcondor`` (keys named below), so a facility
+    sets the plugin URL, image and accounting group once for all its users.
+
+    Parameters
+    ----------{parameters}
+    Other Parameters
+    ----------------{template_parameters}
+    Examples
+    --------
     >>> cluster = PluginCluster("http://127.0.0.1:4000", memory="1Gi")
     >>> cluster.scale(8)
     >>> cluster.wait_for_workers(8, progress=True)
     >>> client = cluster.get_client()
-
-    Template options (``image``, ``memory``, ``nthreads``, ``accounting_group``,
-    ``requirements``, ...) may be given directly or as a ``WorkerTemplate``. The scheduler
-    runs in this process on ``scheduler_host:scheduler_port``; when the slots reach it
-    under another address (NAT, a tunnel), give ``scheduler_contact_address``.
     """
 
     def __init__(
         self,
-        plugin_url: str = "http://127.0.0.1:4000",
+        plugin_url: str | None = None,
         *,
         n_workers: int = 0,
         template: WorkerTemplate | None = None,
-        namespace: str = "dask",
+        namespace: str | None = None,
         token: str | None = None,
-        verify: bool | str = True,
-        scheduler_host: str = "127.0.0.1",
-        scheduler_port: int = 0,
+        token_file: str | Path | None = None,
+        verify: bool | str | None = None,
+        scheduler_host: str | None = None,
+        scheduler_port: int | None = None,
         scheduler_contact_address: str | None = None,
         dashboard_address: str | None = None,
-        status_interval: float = 2.0,
-        pending_warning: float = 300.0,
-        max_concurrent_requests: int = 32,
+        status_interval: float | None = None,
+        pending_warning: float | None = None,
+        max_concurrent_requests: int | None = None,
         name: str | None = None,
         asynchronous: bool = False,
         loop: Any = None,
@@ -281,27 +344,34 @@ class PluginCluster(SpecCluster):
         if template_options:
             template = template.with_options(**template_options)
         name = name or f"dask-{uuid.uuid4().hex[:8]}"
+        pc = "plugin-cluster."
         self._prefix = _dns_label(name)
-        self._status_interval = status_interval
-        self._pending_warning = pending_warning
+        self._status_interval = float(config.pick(status_interval, pc + "status-interval"))
+        self._pending_warning = float(config.pick(pending_warning, pc + "pending-warning"))
         self._monitor_task: asyncio.Task[None] | None = None
         self.failures: list[WorkerFailure] = []
+        if token is None:
+            token = _read_token(config.pick(token_file, "token-file"))
         self._backend = PodBackend(
-            plugin_url,
+            str(config.pick(plugin_url, "plugin-url")),
             template=template,
-            namespace=namespace,
+            namespace=str(config.pick(namespace, "namespace")),
             labels={CLUSTER_LABEL: self._prefix, COMPONENT_LABEL: "worker"},
             token=token,
-            verify=verify,
-            max_concurrency=max_concurrent_requests,
+            verify=config.pick(verify, "verify"),
+            max_concurrency=int(
+                config.pick(max_concurrent_requests, pc + "max-concurrent-requests")
+            ),
         )
         scheduler = {
             "cls": Scheduler,
             "options": {
-                "host": scheduler_host,
-                "port": scheduler_port,
-                "contact_address": scheduler_contact_address,
-                **_dashboard_options(dashboard_address),
+                "host": config.pick(scheduler_host, pc + "scheduler-host"),
+                "port": config.pick(scheduler_port, pc + "scheduler-port"),
+                "contact_address": config.pick(
+                    scheduler_contact_address, pc + "scheduler-contact-address"
+                ),
+                **_dashboard_options(config.pick(dashboard_address, pc + "dashboard-address")),
             },
         }
         worker = {"cls": PluginWorker, "options": {"backend": self._backend}}
@@ -596,3 +666,9 @@ class PluginCluster(SpecCluster):
                 f"only {running} of {n} workers connected in time ({counts.text()}){notes}"
             )
         return False
+
+
+assert PluginCluster.__doc__ is not None
+PluginCluster.__doc__ = PluginCluster.__doc__.format(
+    parameters=PLUGIN_CLUSTER_PARAMETERS, template_parameters=TEMPLATE_PARAMETERS
+)

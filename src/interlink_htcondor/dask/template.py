@@ -16,6 +16,7 @@ from typing import Any
 
 from interlink_htcondor import ANNOTATION_PREFIX
 from interlink_htcondor.core.translate.resources import parse_quantity
+from interlink_htcondor.dask import config
 
 Json = dict[str, Any]
 
@@ -30,38 +31,105 @@ WORKER_CONTAINER = "worker"
 DEFAULT_IMAGE = f"ghcr.io/dask/dask:{version('distributed')}"
 
 
+def _site(key: str) -> Any:
+    """A field default read from the site's ``dask.config`` when a template is made."""
+
+    def read() -> Any:
+        value = config.get(f"worker.{key}")
+        if key == "image" and value is None:
+            return DEFAULT_IMAGE
+        # Copies: a template must not share mutable defaults with the config.
+        if isinstance(value, Mapping):
+            return dict(value)
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    return field(default_factory=read)
+
+
+TEMPLATE_PARAMETERS = """
+    image : str
+        Container image of the worker. The site's image rules map it (the personal pool
+        maps ``ghcr.io/dask/dask:*`` to a local image). Default: ``worker.image``, else
+        ``ghcr.io/dask/dask:<the client's distributed version>``.
+    nthreads : int
+        Threads per worker (``--nthreads``); also the CPU request unless ``cpu`` is given.
+    memory : str
+        Kubernetes quantity (``"4Gi"``) for the memory request and limit. The job wrapper
+        enforces the limit; the worker's ``--memory-limit`` follows it.
+    cpu : str, optional
+        CPU request and limit (``"2"``, ``"500m"``); default ``nthreads``.
+    scheduler_address : str, optional
+        ``DASK_SCHEDULER_ADDRESS`` of the workers: an address the grid slots can reach.
+    death_timeout : int
+        Seconds a worker keeps trying to reach a lost scheduler before it exits.
+    listen_address, contact_address : str, optional
+        The worker's ``--listen-address`` and ``--contact-address`` (slots behind NAT).
+    nanny : bool
+        Run the worker under a nanny (``--nanny``) or not (``--no-nanny``).
+    accounting_group : str, optional
+        HTCondor accounting group (annotation ``htcondor.interlink.eu/accounting-group``).
+    requirements : str, optional
+        Extra HTCondor requirements, a ClassAd expression
+        (``htcondor.interlink.eu/requirements``).
+    apptainer_options : str, optional
+        Extra Apptainer options (``htcondor.interlink.eu/apptainer-options``), where the
+        site allows them.
+    pod_vpn : bool
+        Ask for interLink's pod VPN (``interlink.eu/pod-vpn: "true"``).
+    node_name : str, optional
+        Pin the pods to this virtual node (``kubernetes.io/hostname``); default any node
+        labelled ``virtual-node.interlink/type: virtual-kubelet``.
+    env : mapping of str to str
+        Extra environment variables of the worker container.
+    extra_args : sequence of str
+        Extra arguments of ``dask worker``.
+    annotations, labels : mapping of str to str
+        Extra pod annotations and labels.
+    worker_command : sequence of str
+        The worker command (default ``dask worker``).
+"""
+
+
 @dataclass(frozen=True)
 class WorkerTemplate:
     """What a Dask worker pod on the virtual node looks like.
 
-    ``scheduler_address`` must be reachable from the grid slots (see docs/physicist.md);
-    ``None`` leaves it to whoever creates the pod (the operator injects its in-cluster
-    Service address, which only works with interLink's pod VPN).
+    Every field not given comes from the site's defaults, the ``interlink-htcondor.worker``
+    section of ``dask.config`` (see ``interlink_htcondor/dask/interlink-htcondor.yaml``).
+
+    Parameters
+    ----------{parameters}
+    Examples
+    --------
+    >>> WorkerTemplate(memory="4Gi", accounting_group="group_cms.analysis").pod("w-0")
     """
 
-    image: str = DEFAULT_IMAGE
-    nthreads: int = 1
-    memory: str = "2Gi"
-    cpu: str | None = None
+    image: str = _site("image")
+    nthreads: int = _site("nthreads")
+    memory: str = _site("memory")
+    cpu: str | None = _site("cpu")
     scheduler_address: str | None = None
-    death_timeout: int = 120
-    listen_address: str | None = None
-    contact_address: str | None = None
-    nanny: bool = True
-    accounting_group: str | None = None
-    requirements: str | None = None
-    apptainer_options: str | None = None
-    pod_vpn: bool = False
-    node_name: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    extra_args: Sequence[str] = ()
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
+    death_timeout: int = _site("death-timeout")
+    listen_address: str | None = _site("listen-address")
+    contact_address: str | None = _site("contact-address")
+    nanny: bool = _site("nanny")
+    accounting_group: str | None = _site("accounting-group")
+    requirements: str | None = _site("requirements")
+    apptainer_options: str | None = _site("apptainer-options")
+    pod_vpn: bool = _site("pod-vpn")
+    node_name: str | None = _site("node-name")
+    env: Mapping[str, str] = _site("env")
+    extra_args: Sequence[str] = _site("extra-args")
+    annotations: Mapping[str, str] = _site("annotations")
+    labels: Mapping[str, str] = _site("labels")
     # distributed >= 2024 installs only the ``dask`` command (``dask worker``); the old
     # ``dask-worker`` script that dask-kubernetes still names is gone.
     worker_command: Sequence[str] = ("dask", "worker")
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.nthreads < 1:
             raise ValueError("nthreads must be at least 1")
         if self.death_timeout < 1:
@@ -167,3 +235,49 @@ class WorkerTemplate:
             "spec": spec,
             "status": {"phase": "Pending"},
         }
+
+
+assert WorkerTemplate.__doc__ is not None
+WorkerTemplate.__doc__ = WorkerTemplate.__doc__.format(parameters=TEMPLATE_PARAMETERS)
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "image": (str,),
+    "nthreads": (int,),
+    "memory": (str,),
+    "cpu": (str, type(None)),
+    "scheduler_address": (str, type(None)),
+    "death_timeout": (int,),
+    "listen_address": (str, type(None)),
+    "contact_address": (str, type(None)),
+    "nanny": (bool,),
+    "accounting_group": (str, type(None)),
+    "requirements": (str, type(None)),
+    "apptainer_options": (str, type(None)),
+    "pod_vpn": (bool,),
+    "node_name": (str, type(None)),
+    "env": (Mapping,),
+    "extra_args": (list, tuple),
+    "annotations": (Mapping,),
+    "labels": (Mapping,),
+    "worker_command": (list, tuple),
+}
+
+
+def _check_types(t: WorkerTemplate) -> None:
+    """Refuse values of the wrong type, from code or from a site's config file, with the
+    field's name (a YAML typo would otherwise surface as a failed job much later)."""
+    for name, types in _FIELD_TYPES.items():
+        value = getattr(t, name)
+        bad = not isinstance(value, types) or (
+            isinstance(value, bool) and bool not in types  # True is an int, not a count
+        )
+        if bad:
+            want = " or ".join("None" if x is type(None) else x.__name__ for x in types)
+            raise TypeError(f"WorkerTemplate.{name} must be {want}, not {value!r}")
+    for name in ("env", "annotations", "labels"):
+        for k, v in getattr(t, name).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError(f"WorkerTemplate.{name} must map strings to strings: {k!r}: {v!r}")
+    for name in ("extra_args", "worker_command"):
+        if not all(isinstance(a, str) for a in getattr(t, name)):
+            raise TypeError(f"WorkerTemplate.{name} must be a sequence of strings")

@@ -26,7 +26,7 @@ import kr8s
 from dask_kubernetes.operator import KubeCluster, make_cluster_spec
 from kr8s.asyncio.objects import Deployment, Pod
 
-from interlink_htcondor.dask import crd
+from interlink_htcondor.dask import config, crd
 from interlink_htcondor.dask.template import WorkerTemplate
 
 Json = dict[str, Any]
@@ -137,9 +137,44 @@ def plan_scale_down(
     return ScaleDownPlan(cancel=cancel, replicas=n, retire=excess - len(cancel))
 
 
+VIRTUAL_NODE_CLUSTER_PARAMETERS = """
+    name : str
+        Name of the ``DaskCluster`` resource (and prefix of its pods and Services).
+    template : WorkerTemplate, optional
+        The worker pod; default ``WorkerTemplate()`` (the site's ``worker`` defaults).
+    n_workers : int
+        Workers to start with.
+    scheduler_address : str, optional
+        The scheduler's address as the grid slots reach it (``tcp://<node>:<nodePort>``,
+        ``tls://<host>:443``). Required unless ``pod_vpn``. Default:
+        ``virtual-node-cluster.scheduler-address``.
+    pod_vpn : bool
+        Use interLink's pod VPN instead of a reachable address.
+    scheduler_service_type : str, optional
+        Type of the scheduler's Service (``NodePort``, ``LoadBalancer``, ``ClusterIP``).
+    scheduler_node_port : int, optional
+        Pin the scheduler Service's NodePort, so its address is known in advance.
+    scheduler_image : str, optional
+        Image of the scheduler pod; default the worker image.
+    idle_timeout : int, optional
+        Seconds of idleness after which the operator deletes the cluster (0: never).
+    **kwargs
+        Passed to ``dask_kubernetes.operator.KubeCluster`` (``namespace``,
+        ``shutdown_on_close``, ``resource_timeout``, ...).
+"""
+
+
 class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
     """A dask-kubernetes operator cluster whose workers run as HTCondor jobs.
 
+    The scheduler is a pod in Kubernetes behind a Service; worker pods land on the
+    interLink virtual node. Options not given come from the site's ``dask.config`` section
+    ``interlink-htcondor`` (``virtual-node-cluster.*`` and ``worker.*``).
+
+    Parameters
+    ----------{parameters}
+    Examples
+    --------
     >>> cluster = VirtualNodeCluster(
     ...     name="zpeak", scheduler_address="tcp://k8s-node.example.org:30786",
     ...     scheduler_node_port=30786, template=WorkerTemplate(memory="4Gi"))
@@ -154,13 +189,15 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         n_workers: int = 0,
         scheduler_address: str | None = None,
         pod_vpn: bool = False,
-        scheduler_service_type: str = "NodePort",
+        scheduler_service_type: str | None = None,
         scheduler_node_port: int | None = None,
         scheduler_image: str | None = None,
-        idle_timeout: int = 0,
+        idle_timeout: int | None = None,
         **kwargs: Any,
     ) -> None:
+        vc = "virtual-node-cluster."
         template = template or WorkerTemplate()
+        scheduler_address = config.pick(scheduler_address, vc + "scheduler-address")
         if scheduler_address:
             template = template.with_options(scheduler_address=scheduler_address)
         if pod_vpn:
@@ -172,10 +209,12 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
             name,
             template,
             n_workers=n_workers,
-            scheduler_image=scheduler_image,
-            scheduler_service_type=scheduler_service_type,
-            scheduler_node_port=scheduler_node_port,
-            idle_timeout=idle_timeout,
+            scheduler_image=config.pick(scheduler_image, vc + "scheduler-image"),
+            scheduler_service_type=config.pick(
+                scheduler_service_type, vc + "scheduler-service-type"
+            ),
+            scheduler_node_port=config.pick(scheduler_node_port, vc + "scheduler-node-port"),
+            idle_timeout=int(config.pick(idle_timeout, vc + "idle-timeout")),
         )
         super().__init__(custom_cluster_spec=spec, **kwargs)
 
@@ -219,3 +258,9 @@ def _raw(obj: Any) -> dict[str, Any]:
     raw = obj if isinstance(obj, dict) else obj.raw
     assert isinstance(raw, dict)
     return raw
+
+
+assert VirtualNodeCluster.__doc__ is not None
+VirtualNodeCluster.__doc__ = VirtualNodeCluster.__doc__.format(
+    parameters=VIRTUAL_NODE_CLUSTER_PARAMETERS
+)
