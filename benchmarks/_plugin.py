@@ -107,6 +107,115 @@ def idle_pod(i: int, tag: str) -> Json:
     }
 
 
+def vk_pod(i: int, tag: str) -> Json:
+    """A Dask worker pod as the virtual kubelet sends it once scheduled (managed fields,
+    owner reference, tolerations, status conditions: about 3 kB of JSON), that HTCondor
+    keeps queued. ``create_many`` adds the ``JobID`` annotation from /create's answer,
+    as interLink does."""
+    name = f"bench-{tag}-worker-{i}"
+    stamp = "2026-11-30T09:12:44Z"
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "creationTimestamp": stamp,
+            "generateName": f"bench-{tag}-worker-",
+            "labels": {
+                "dask.org/cluster-name": f"bench-{tag}",
+                "dask.org/component": "worker",
+                "dask.org/workergroup-name": "default",
+                "pod-template-hash": "7d9c8b6f5",
+            },
+            "annotations": {"htcondor.interlink.eu/requirements": NEVER_MATCHES},
+            "managedFields": [
+                {
+                    "apiVersion": "v1",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}, "f:spec": {}},
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "time": stamp,
+                }
+            ],
+            "name": name,
+            "namespace": "bench",
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "blockOwnerDeletion": True,
+                    "controller": True,
+                    "kind": "ReplicaSet",
+                    "name": f"bench-{tag}-worker-7d9c8b6f5",
+                    "uid": "5b0e9a4c-2f61-4a8e-9d3b-7c1f0e2a4b6d",
+                }
+            ],
+            "resourceVersion": str(900000 + i),
+            "uid": str(uuid.uuid4()),
+        },
+        "spec": {
+            "containers": [
+                {
+                    "args": ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", "1"],
+                    "env": [
+                        {"name": "DASK_WORKER_NAME", "value": name},
+                        {
+                            "name": "DASK_SCHEDULER_ADDRESS",
+                            "value": "tcp://bench-scheduler.bench.svc.cluster.local:8786",
+                        },
+                    ],
+                    "image": "ghcr.io/dask/dask:2026.8.0",
+                    "imagePullPolicy": "IfNotPresent",
+                    "name": "worker",
+                    "ports": [{"containerPort": 8788, "name": "http-dashboard", "protocol": "TCP"}],
+                    "resources": {
+                        "limits": {"cpu": "1", "memory": "2Gi"},
+                        "requests": {"cpu": "1", "memory": "2Gi"},
+                    },
+                    "terminationMessagePath": "/dev/termination-log",
+                    "terminationMessagePolicy": "File",
+                }
+            ],
+            "dnsPolicy": "ClusterFirst",
+            "enableServiceLinks": True,
+            "nodeName": "vk-htcondor",
+            "nodeSelector": {"kubernetes.io/hostname": "vk-htcondor"},
+            "preemptionPolicy": "PreemptLowerPriority",
+            "priority": 0,
+            "restartPolicy": "Always",
+            "schedulerName": "default-scheduler",
+            "securityContext": {},
+            "serviceAccount": "default",
+            "serviceAccountName": "default",
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [
+                {
+                    "effect": "NoSchedule",
+                    "key": "virtual-node.interlink/no-schedule",
+                    "operator": "Exists",
+                },
+                {
+                    "effect": "NoExecute",
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "tolerationSeconds": 300,
+                },
+            ],
+        },
+        "status": {
+            "conditions": [
+                {
+                    "lastProbeTime": None,
+                    "lastTransitionTime": stamp,
+                    "status": "True",
+                    "type": "PodScheduled",
+                }
+            ],
+            "phase": "Pending",
+            "qosClass": "Guaranteed",
+        },
+    }
+
+
 class BenchPlugin(ServeProcess):
     """``interlink-htcondor serve`` (embedded default) with a private instance name."""
 
@@ -138,6 +247,15 @@ class BenchPlugin(ServeProcess):
                 return float(line.split()[-1])
         return 0.0
 
+    def metrics_sum(self, name: str, label_filter: str = "") -> float:
+        """The sum of every sample of ``name`` whose labels contain ``label_filter``."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and label_filter in line.split("}", 1)[0]:
+                total += float(line.split()[-1])
+        return total
+
     def cleanup(self) -> None:
         """Remove every job and sandbox of this run."""
         schedd = pool_schedd(self.pool)
@@ -154,9 +272,12 @@ class BenchPlugin(ServeProcess):
                 (locks / uid).unlink(missing_ok=True)
 
 
-async def create_many(url: str, pods: Sequence[Json], concurrency: int = 16) -> list[float]:
+async def create_many(
+    url: str, pods: Sequence[Json], concurrency: int = 16, check: bool = True
+) -> list[float]:
     """POST /create for every pod, ``concurrency`` at a time; per-call latencies. Uses the
-    light ``RawHTTP`` client so that the load generator costs little CPU."""
+    light ``RawHTTP`` client so that the load generator costs little CPU. A failed create
+    raises (``check``) or leaves its pod without the ``JobID`` annotation."""
     host, _, port = url.removeprefix("http://").partition(":")
     sem = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
@@ -169,6 +290,8 @@ async def create_many(url: str, pods: Sequence[Json], concurrency: int = 16) -> 
             status, payload = await client.request("POST", "/create", body)
             latencies.append(time.perf_counter() - t0)
             if status != 200:
+                if not check:
+                    return
                 raise RuntimeError(f"create failed: {status} {payload[:300]!r}")
             jid = json.loads(payload)["PodJID"]
             pod["metadata"].setdefault("annotations", {})["JobID"] = jid
@@ -218,10 +341,36 @@ class RawHTTP:
         self.idle.clear()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process."""
+def schedd_pid(info: PoolInfo) -> int | None:
+    """Host pid of the pool's ``condor_schedd`` (in the pool's PID namespace)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "condor_schedd":
+                continue
+            if os.readlink(entry / "ns" / "pid") == info.pid_ns:
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a process (and of its children it has reaped: the
+    schedd's forked query workers)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def parser(doc: str | None, pods: int) -> argparse.ArgumentParser:

@@ -5,16 +5,26 @@
 * ``jobqueue``: dask-jobqueue's ``HTCondorCluster`` -> ``condor_submit`` (one per worker)
   -> HTCondor, each worker a container-universe job of the same image.
 
-Same pool, same slots, same negotiator settings, same image, the same 1 CPU / 1 GiB /
-1 GiB disk per worker, the same scheduler placement (in this process, 127.0.0.1). The order
-of the two alternates between repeats, and every run starts from an idle pool with its
-slots unclaimed, so neither path inherits the other's claims.
+Same pool, same slots, same negotiator settings, same image, the same 1 CPU / 1 GiB memory
+/ 256 MiB disk per worker, the same scheduler placement (in this process, 127.0.0.1). Each
+path keeps its own worker defaults (``PluginCluster``'s come from the site's dask config;
+``HTCondorCluster`` runs a nanny unless ``--jobqueue-no-nanny``). The order of the two
+alternates between repeats, and every run starts from an idle pool with its slots
+unclaimed, so neither path inherits the other's claims.
 
-Per-phase breakdown (medians over the run's jobs):
+Per-phase breakdown (medians over the run's jobs, then over runs):
+
 * ``submit``: ``scale(N)`` until every job has its id (client clock);
 * ``negotiate``: ``QDate`` -> ``LastMatchTime`` (job ad, whole seconds);
 * ``start``: ``LastMatchTime`` -> ``JobCurrentStartExecutingDate`` (job ad, whole seconds);
-* ``connect``: that -> the worker's registration at the scheduler (scheduler clock).
+* ``worker_start``: that -> the worker's first log line (its Python has imported
+  distributed): for the plugin, the job wrapper's start-up, Apptainer's and Python's; for
+  dask-jobqueue, Apptainer's (run by the starter) and Python's;
+* ``connect``: the first log line -> the worker's registration at the scheduler.
+
+For the plugin the worker start is split further from the wrapper's own log: ``wrapper``
+(the job executing -> the container process started) and ``container`` (that -> the
+worker's first log line).
 
 The host has no HTCondor tools (only the Python bindings), so dask-jobqueue's
 ``condor_submit``/``condor_rm``/``condor_q`` are small shims that run the real tools inside the
@@ -22,8 +32,10 @@ personal pool (``nsenter`` + ``setpriv``, a few milliseconds; measured and print
 
 Usage (the pool needs at least max(N) slots)::
 
-    interlink-htcondor pool up --slots 16
-    python benchmarks/bench_scaleout.py --n 1 4 8 16 --repeats 3 --json out/scaleout.json
+    INTERLINK_HTCONDOR_POOL_DIR=/var/tmp/pool64 interlink-htcondor pool up --slots 64 \
+        --slot-memory 1024 --port 9650
+    INTERLINK_HTCONDOR_POOL_DIR=/var/tmp/pool64 python benchmarks/bench_scaleout.py \
+        --n 16 64 --repeats 5 --json benchmarks/results/scaleout.json
 """
 
 from __future__ import annotations
@@ -41,9 +53,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dask.utils import parse_bytes as parse_size
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.versions import VersionMismatchWarning
 
@@ -60,7 +74,9 @@ ATTRS = [
     "JobCurrentStartDate",
     "JobCurrentStartExecutingDate",
     "JobStatus",
+    "InterlinkSandbox",
 ]
+DISK = "256MiB"  # per worker, both paths (64 workers must fit the pool's disk)
 
 
 class Arrivals(SchedulerPlugin):
@@ -106,7 +122,7 @@ def shim_overhead(shim_dir: Path) -> float:
     return statistics.median(times)
 
 
-def pool_idle(pool: PoolInfo, schedd: Any, prefixes: list[str], timeout: float = 180) -> None:
+def pool_idle(pool: PoolInfo, schedd: Any, prefixes: list[str], timeout: float = 900) -> None:
     """Wait until none of the benchmark's jobs is left and every slot CPU is unclaimed."""
     import htcondor2
 
@@ -130,24 +146,71 @@ def pool_idle(pool: PoolInfo, schedd: Any, prefixes: list[str], timeout: float =
     raise TimeoutError("the pool did not become idle")
 
 
-def job_phases(ads: dict[str, Any], arrivals: dict[str, float]) -> dict[str, float]:
-    neg, start, connect = [], [], []
+def rfc3339(text: str) -> float:
+    """Unix time of an RFC 3339 UTC stamp with up to nanoseconds (the wrapper's logs)."""
+    whole, _, frac = text.rstrip("Z").partition(".")
+    t = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return t + float("0." + frac) if frac else t
+
+
+def dask_log_time(line: str) -> float | None:
+    """Unix time of a ``distributed`` log line (``2026-11-30 03:01:02,123 - ...``, UTC)."""
+    try:
+        stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
+def plugin_times(sandbox: Path) -> dict[str, float]:
+    """From the pod's sandbox: when the container process started (wrapper log) and when
+    the worker wrote its first line (CRI log)."""
+    out: dict[str, float] = {}
+    for line in (sandbox / "wrapper.err").read_text(errors="replace").splitlines():
+        if "container worker: running" in line:
+            out["spawned"] = rfc3339(line.split()[0])
+            break
+    for line in (sandbox / "logs" / "worker.log").read_text(errors="replace").splitlines():
+        if " - distributed." in line:
+            out["first_log"] = rfc3339(line.split()[0])
+            break
+    return out
+
+
+def jobqueue_times(err_file: Path) -> dict[str, float]:
+    for line in err_file.read_text(errors="replace").splitlines():
+        t = dask_log_time(line)
+        if t is not None:
+            return {"first_log": t}
+    return {}
+
+
+def job_phases(ads: dict[str, Any], times: dict[str, dict[str, float]],
+               arrivals: dict[str, float]) -> dict[str, float]:  # fmt: skip
+    cols: dict[str, list[float]] = {}
     for name, ad in ads.items():
         executing = ad.get("JobCurrentStartExecutingDate") or ad.get("JobCurrentStartDate")
-        neg.append(ad["LastMatchTime"] - ad["QDate"])
-        start.append(executing - ad["LastMatchTime"])
-        connect.append(arrivals[name] - executing)
-    return {
-        "negotiate": statistics.median(neg),
-        "start": statistics.median(start),
-        "connect": statistics.median(connect),
-    }
+        t = times.get(name, {})
+        row = {
+            "negotiate": ad["LastMatchTime"] - ad["QDate"],
+            "start": executing - ad["LastMatchTime"],
+        }
+        if "first_log" in t:
+            row["worker_start"] = t["first_log"] - executing
+            row["connect"] = arrivals[name] - t["first_log"]
+        if "spawned" in t and "first_log" in t:
+            row["wrapper"] = t["spawned"] - executing
+            row["container"] = t["first_log"] - t["spawned"]
+        for k, v in row.items():
+            cols.setdefault(k, []).append(v)
+    return {k: statistics.median(v) for k, v in cols.items()}
 
 
 def measure(
     kind: str,
     make: Callable[[], Any],
     job_ids: Callable[[Any], dict[str, str]],
+    job_times: Callable[[str, Any], dict[str, float]],
     n: int,
     schedd: Any,
     timeout: float,
@@ -179,13 +242,16 @@ def measure(
             )
             if f"{ad['ClusterId']}.{ad['ProcId']}" in by_job
         }
-        phases = job_phases(ads, arrivals.at)
+        # The workers' logs, before closing the cluster deletes the plugin's sandboxes.
+        times = {name: job_times(name, ad) for name, ad in ads.items()}
+        phases = job_phases(ads, times, arrivals.at)
         return {
             "kind": kind,
             "n": n,
             "total": t_all - t0,
             "submit": t_submitted - t0,
             "first_worker": min(arrivals.at.values()) - t0,
+            "arrivals": [round(t - t0, 2) for t in sorted(arrivals.at.values())],
             **phases,
         }
     finally:
@@ -199,7 +265,9 @@ def plugin_maker(url: str, memory: str) -> Callable[[], Any]:
     return make
 
 
-def jobqueue_maker(pool: PoolInfo, workdir: Path, memory_gib: int) -> Callable[[], Any]:
+def jobqueue_maker(
+    pool: PoolInfo, workdir: Path, memory_gib: int, nanny: bool
+) -> Callable[[], Any]:
     from dask_jobqueue import HTCondorCluster  # type: ignore[attr-defined]
 
     def make() -> Any:
@@ -208,9 +276,11 @@ def jobqueue_maker(pool: PoolInfo, workdir: Path, memory_gib: int) -> Callable[[
             cores=1,
             processes=1,
             memory=f"{memory_gib}GiB",
-            disk="1GiB",
+            disk=DISK,
+            nanny=nanny,
             python="/usr/bin/python3",  # the image's interpreter
             death_timeout=60,
+            log_directory=str(workdir / "jq-logs"),
             scheduler_options={"host": "127.0.0.1", "dashboard": False},
             job_extra_directives={
                 "universe": "container",
@@ -226,6 +296,19 @@ def jobqueue_maker(pool: PoolInfo, workdir: Path, memory_gib: int) -> Callable[[
 
 def jobqueue_ids(cluster: Any) -> dict[str, str]:
     return {str(n): w.job_id for n, w in list(cluster.workers.items()) if w.job_id}
+
+
+def plugin_job_times(_name: str, ad: Any) -> dict[str, float]:
+    sandbox = ad.get("InterlinkSandbox")
+    return plugin_times(Path(sandbox)) if isinstance(sandbox, str) else {}
+
+
+def jobqueue_job_times(workdir: Path) -> Callable[[str, Any], dict[str, float]]:
+    def times(_name: str, ad: Any) -> dict[str, float]:
+        err = workdir / "jq-logs" / f"worker-{ad['ClusterId']}.{ad['ProcId']}.err"
+        return jobqueue_times(err) if err.exists() else {}
+
+    return times
 
 
 def machine_notes(pool: PoolInfo) -> dict[str, Any]:
@@ -258,10 +341,13 @@ def machine_notes(pool: PoolInfo) -> dict[str, Any]:
     }
 
 
+PHASES = ("submit", "negotiate", "start", "worker_start", "connect", "wrapper", "container")
+
+
 def summarise(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| N | path | runs | total (median) | submit | negotiate | start | connect |",
-        "|---|---|---|---|---|---|---|---|",
+        "| N | path | runs | total (median) | " + " | ".join(PHASES) + " |",
+        "|---|---|---|---|" + "---|" * len(PHASES),
     ]
     ratios = []
     for n in sorted({r["n"] for r in results}):
@@ -275,9 +361,9 @@ def summarise(results: list[dict[str, Any]]) -> str:
                 return float(statistics.median(r[key] for r in runs))
 
             med[kind] = m("total")
+            cells = [f"{m(p):.2f} s" if all(p in r for r in runs) else "-" for p in PHASES]
             rows.append(
-                f"| {n} | {kind} | {len(runs)} | {m('total'):.1f} s | {m('submit'):.2f} s | "
-                f"{m('negotiate'):.1f} s | {m('start'):.1f} s | {m('connect'):.1f} s |"
+                f"| {n} | {kind} | {len(runs)} | {m('total'):.1f} s | " + " | ".join(cells) + " |"
             )
         if len(med) == 2:
             ratios.append(f"| {n} | {med['plugin'] / med['jobqueue']:.2f} |")
@@ -290,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument(
+        "--jobqueue-no-nanny",
+        action="store_true",
+        help="HTCondorCluster without a nanny (its default has one)",
+    )
+    parser.add_argument(
+        "--paths", nargs="+", default=["plugin", "jobqueue"], choices=["plugin", "jobqueue"]
+    )
     args = parser.parse_args(argv)
 
     pool = ensure_up()
@@ -307,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = pool.shared_dir / f"bench-scaleout-{uuid.uuid4().hex[:6]}"
     workdir.mkdir(mode=0o755)
     os.chown(workdir, pool.job_uid, pool.job_gid)
+    (workdir / "jq-logs").mkdir(mode=0o755)  # the jobs (the job user) write their logs there
+    os.chown(workdir / "jq-logs", pool.job_uid, pool.job_gid)
     # dask-jobqueue writes each submit file to the temp dir; the shim's condor_submit
     # reads it inside the pool, where only the shared directory has the same path.
     tempfile.tempdir = str(workdir)
@@ -317,21 +413,36 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(notes, indent=1), flush=True)
 
     results: list[dict[str, Any]] = []
-    with LocalPlugin(env={"INTERLINK_HTCONDOR_POLICY__INSTANCE": "bench-scaleout"}) as plugin:
+    plugin_env = {
+        "INTERLINK_HTCONDOR_POLICY__INSTANCE": "bench-scaleout",
+        "INTERLINK_HTCONDOR_RESOURCES__DEFAULT_DISK_MIB": str(parse_size(DISK) // 2**20),
+    }
+    with LocalPlugin(env=plugin_env) as plugin:
         makers = {
-            "plugin": (plugin_maker(plugin.url, "1Gi"), lambda c: c.jobs()),
-            "jobqueue": (jobqueue_maker(pool, workdir, 1), jobqueue_ids),
+            "plugin": (plugin_maker(plugin.url, "1Gi"), lambda c: c.jobs(), plugin_job_times),
+            "jobqueue": (
+                jobqueue_maker(pool, workdir, 1, nanny=not args.jobqueue_no_nanny),
+                jobqueue_ids,
+                jobqueue_job_times(workdir),
+            ),
         }
         for n in args.n:
             for rep in range(args.repeats):
-                order = ["plugin", "jobqueue"] if rep % 2 == 0 else ["jobqueue", "plugin"]
+                order = args.paths if rep % 2 == 0 else args.paths[::-1]
                 for kind in order:
                     pool_idle(pool, schedd, ["bench-pc", "bench-jq"])
-                    make, ids = makers[kind]
-                    r = measure(kind, make, ids, n, schedd, args.timeout)
+                    make, ids, times = makers[kind]
+                    load = os.getloadavg()[0]
+                    r = measure(kind, make, ids, times, n, schedd, args.timeout)
                     r["repeat"] = rep
+                    r["loadavg_1min_before"] = round(load, 2)
                     results.append(r)
                     print(json.dumps(r), flush=True)
+                    if args.json:  # what is done so far survives a failure
+                        args.json.parent.mkdir(parents=True, exist_ok=True)
+                        args.json.write_text(
+                            json.dumps({"machine": notes, "runs": results}, indent=1) + "\n"
+                        )
     table = summarise(results)
     print(table)
     if args.json:

@@ -77,6 +77,13 @@ class ScheddSettings(_Section):
         gt=0,
         description="Age of the shared job snapshot that serves /status before a new query.",
     )
+    full_refresh_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Between two refreshes of the job snapshot that list every job of the "
+        "plugin (the others ask the schedd only for jobs that changed). Longer with a big "
+        "queue: at most one listing per twenty times its own duration.",
+    )
 
 
 class ImageRule(_Section):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import threading
 import time
@@ -98,9 +99,65 @@ def test_batched_submit_queries_and_removal(pool: PoolInfo, instance: str, tmp_p
             assert FROM_HISTORY not in found[uids[2]]  # still queued
             assert "test removal" in found[uids[0]]["RemoveReason"]
         finally:
-            gw.close()
+            await gw.close()
 
     asyncio.run(scenario())
+
+
+def test_job_changes_come_from_the_snapshot_process(
+    pool: PoolInfo, instance: str, tmp_path: Path
+) -> None:
+    ops: list[str] = []
+
+    async def changes_until(gw: ScheddGateway, done: Any, what: str) -> Any:
+        deadline = time.monotonic() + 60
+        while True:
+            ch = await gw.job_changes()
+            if done(ch):
+                return ch
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.5)
+
+    async def scenario() -> None:
+        cfg = make_settings(pool, instance, timeout_seconds=5, retries=0)
+        gw = ScheddGateway(cfg, observer=lambda op, _s, ok: ops.append(op if ok else "failed"))
+        try:
+            uids = [str(uuid.uuid4()) for _ in range(3)]
+            await asyncio.gather(*(gw.submit(idle_plan(u, tmp_path), tmp_path) for u in uids[:2]))
+            first = await gw.job_changes()
+            assert first.reset and first.full and set(first.changed) == set(uids[:2])
+            assert first.changed[uids[0]][classad_attrs.PLUGIN] == instance
+            assert gw._feed.pid is not None and gw._feed.pid != os.getpid()
+            quiet = await gw.job_changes()  # a change query: idle jobs did not change
+            assert not quiet.full and not quiet.changed and not quiet.removed
+            await gw.submit(idle_plan(uids[2], tmp_path), tmp_path)
+            new = await gw.job_changes()
+            assert set(new.changed) == {uids[2]} and not new.full
+            assert await gw.remove_pod(uids[0], "test removal") == 1
+            await changes_until(gw, lambda ch: uids[0] in ch.removed, "the removed pod left")
+            queries = [op for op in ops if op.startswith("query")]
+            assert queries[:3] == ["query", "query_changes", "query_changes"]
+
+            # A snapshot process that does not answer is killed; the next one lists all.
+            pid = gw._feed.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(ScheddError, match="no answer within 5 s"):
+                await gw.job_changes()
+            again = await gw.job_changes()
+            assert gw._feed.pid != pid
+            assert again.reset and set(again.changed) == set(uids[1:])
+            # One that dies: the same.
+            assert gw._feed.pid is not None
+            os.kill(gw._feed.pid, signal.SIGKILL)
+            with pytest.raises(ScheddError, match="exited"):
+                await gw.job_changes()
+            assert (await gw.job_changes()).reset
+        finally:
+            await gw.close()
+
+    asyncio.run(scenario())
+    assert "failed" in ops
 
 
 class HeldBackGateway(ScheddGateway):
@@ -130,7 +187,7 @@ def test_a_submit_that_times_out_is_in_doubt_and_still_happens(
             (ad,) = await gw.jobs_of(uid)
             assert f"{ad['ClusterId']}.{ad['ProcId']}" == submitted.job_id
         finally:
-            gw.close()
+            await gw.close()
 
     asyncio.run(scenario())
 
@@ -159,7 +216,7 @@ def test_a_schedd_that_does_not_answer_times_out(pool: PoolInfo, instance: str) 
             StuckGateway.unstuck.set()
             assert isinstance(await gw.query_jobs(), list)  # it answers again
         finally:
-            gw.close()
+            await gw.close()
 
     asyncio.run(scenario())
     assert calls == [("ping", False), ("query", False), ("query", False), ("query", True)]
@@ -178,7 +235,7 @@ def test_an_unreachable_collector_is_a_schedd_error(pool: PoolInfo, instance: st
                 with pytest.raises(ScheddError, match=r"^schedd collector failed: "):
                     await gw.capacity()
             finally:
-                gw.close()
+                await gw.close()
 
         asyncio.run(scenario())
 
@@ -212,6 +269,6 @@ def test_spooled_job_output_is_retrieved(pool: PoolInfo, instance: str, tmp_path
             await gw.retrieve(submitted.job_id)
             assert (tmp_path / "result.txt").read_text() == "spooled\n"
         finally:
-            gw.close()
+            await gw.close()
 
     asyncio.run(scenario())

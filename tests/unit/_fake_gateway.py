@@ -19,6 +19,7 @@ from typing import Any
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.job_changes import JobChanges, JobView
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import COMPLETED, FROM_HISTORY, HELD, IDLE, REMOVED, RUNNING
 from interlink_htcondor.service.gateway import Capacity, ScheddError, SubmitInDoubt, Submitted
@@ -47,6 +48,7 @@ class FakeGateway:
         self.on_retrieve: Any = None  # called with the job's ad (writes the job's output)
         self.closed = False
         self._cluster = 100
+        self._view = JobView()
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -111,6 +113,10 @@ class FakeGateway:
         self._call("query_jobs")
         with self.lock:
             return [dict(a) for a in self.queue.values()]
+
+    async def job_changes(self) -> JobChanges:
+        """A full listing each time (as ``query_jobs``, which ``fail`` can break)."""
+        return self._view.apply(await self.query_jobs(), full=True)
 
     async def jobs_of(self, uid: str) -> list[Ad]:
         self._call("jobs_of", uid)
@@ -208,7 +214,7 @@ class FakeGateway:
         if self.on_retrieve is not None:
             self.on_retrieve(ad)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.closed = True
 
 

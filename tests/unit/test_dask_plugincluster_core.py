@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 from distributed import Client, Worker
+from distributed.core import Status
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -77,6 +78,10 @@ class ScriptedPlugin:
                 if uid not in self.pods:
                     continue
                 state = self._state(pod["metadata"]["name"])
+                worker = self.workers.get(uid)
+                if worker is not None and worker.status == Status.closed:
+                    # The worker process left (client.restart(), a kill): the job ends.
+                    state = {"terminated": {"exitCode": 0, "reason": "Completed"}}
                 out.append(
                     {
                         "name": pod["metadata"]["name"],
@@ -297,6 +302,40 @@ def test_scale_down_of_running_workers_retires_them_gracefully() -> None:
                 # the retired worker's result moved to the survivor before its job went
                 assert await client.gather(futures) == [0, 10]
                 assert cluster._backend.phase(plugin.deleted[0]) != Phase.RUNNING
+
+    run(main())
+
+
+def test_a_worker_that_leaves_is_replaced_with_a_new_pod() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "run", create_delay=0)
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(1)
+            await cluster.wait_for_workers(1, timeout=30)
+            name = f"{cluster._prefix}-0"
+            await until(lambda: cluster._backend.records[name].joined)
+            (first,) = list(plugin.workers.values())
+            first_uid = cluster._backend.records[name].uid
+            # Its process ends on its own (no nanny restarts it): the job completes.
+            await first.close()
+            await until(lambda: name in plugin.deleted)  # the old pod is cleaned up
+            await until(lambda: cluster._backend.records.get(name) is not None
+                        and cluster._backend.records[name].uid != first_uid)  # fmt: skip
+            await cluster.wait_for_workers(1, timeout=30)
+            assert list(cluster.worker_spec) == [name] and not cluster.failures
+            assert len(plugin.pods) == 1
+
+    run(main())
+
+
+def test_a_worker_that_never_joined_is_not_replaced() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "fail", create_delay=0)
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(1)
+            await until(lambda: len(cluster.failures) == 1)
+            await until(lambda: len(plugin.deleted) == 1)
+            assert cluster.worker_spec == {} and plugin.pods == {}
 
     run(main())
 

@@ -313,6 +313,32 @@ def test_status_follows_the_job(client: TestClient, gateway: FakeGateway) -> Non
     assert gateway.ops("find_jobs") == [("find_jobs", (uid,))]
 
 
+def test_status_entries_are_reused_until_the_job_or_the_pod_changes(
+    client: TestClient, gateway: FakeGateway
+) -> None:
+    p = pod()
+    uid = p["metadata"]["uid"]
+    create(client, p)
+    first = send(client, "GET", "/status", [p]).content
+    assert send(client, "GET", "/status", [p]).content == first
+    # The pod as asked changes (another image): the entry follows it.
+    other = json.loads(json.dumps(p))
+    other["spec"]["containers"][0]["image"] = "busybox:1.37"
+    entry = status_of(client, other)
+    assert entry is not None and entry["containers"][0]["image"] == "busybox:1.37"
+    # The job changes: so does the entry.
+    gateway.run(uid, started=T0)
+    gateway.update(uid, InterlinkStateC0=encode_state(ReportedState("running", 0, "", T0, 0)))
+    entry = status_of(client, p)
+    assert entry is not None and "running" in entry["containers"][0]["state"]
+    # Many pods in one call: one entry each, in the order asked.
+    q = pod(name="second", uid="1d5e8c52-7a36-4b8e-9f60-2b1c9d0e3a47")
+    create(client, q)
+    r = send(client, "GET", "/status", [q, p])
+    assert [e["UID"] for e in r.json()] == [q["metadata"]["uid"], uid]
+    assert r.headers["content-type"] == "application/json"
+
+
 def test_an_oversized_status_file_is_ignored(client: TestClient, gateway: FakeGateway) -> None:
     p = pod()
     create(client, p)

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.job_changes import JobChanges, JobView
 from interlink_htcondor.service.snapshot import (
     JobSnapshot,
     MissingJobResolver,
     SnapshotUnavailable,
+    apply_changes,
     index_by_uid,
 )
 
@@ -50,18 +52,21 @@ def job(uid: str, cluster: int, status: int = 2) -> dict[str, Any]:
 
 
 class Fetcher:
+    """Lists ``ads`` in full at every call, as changes to its previous answer."""
+
     def __init__(self, ads: list[dict[str, Any]], delay: float = 0.01) -> None:
         self.ads = ads
         self.calls = 0
         self.delay = delay
         self.fail: Exception | None = None
+        self.view = JobView()
 
-    async def __call__(self) -> list[dict[str, Any]]:
+    async def __call__(self) -> JobChanges:
         self.calls += 1
         await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        return list(self.ads)
+        return self.view.apply([dict(a) for a in self.ads], full=True)
 
 
 def test_index_keeps_one_job_per_pod() -> None:
@@ -193,3 +198,34 @@ async def test_missing_resolver_propagates_errors() -> None:
     r = MissingJobResolver(fetch, batch_window=0.0)
     with pytest.raises(RuntimeError, match="history"):
         await r.resolve(["x"])
+
+
+def test_apply_changes_shares_unchanged_ads_and_keeps_counts() -> None:
+    a, b, c = job("a", 1, status=1), job("b", 2, status=1), job("c", 3, status=2)
+    first = apply_changes(None, JobChanges({"a": a, "b": b, "c": c}, reset=True), 1.0, 1.5)
+    assert first.state_counts() == {1: 2, 2: 1}
+    b2 = job("b", 2, status=2)
+    second = apply_changes(first, JobChanges({"b": b2}, frozenset({"c"})), 2.0, 2.5)
+    assert second.jobs["a"] is a and second.jobs["b"] is b2 and "c" not in second.jobs
+    assert second.state_counts() == {1: 1, 2: 1}
+    assert first.jobs["b"] is b and "c" in first.jobs  # a snapshot never changes
+    assert (second.started, second.finished) == (2.0, 2.5)
+    # A removal of what was never known, then a reset that forgets everything before.
+    third = apply_changes(second, JobChanges({}, frozenset({"zzz"})), 3.0, 3.0)
+    assert third.jobs == second.jobs and third.state_counts() == second.state_counts()
+    reset = apply_changes(third, JobChanges({"c": c}, reset=True), 4.0, 4.0)
+    assert dict(reset.jobs) == {"c": c} and reset.state_counts() == {2: 1}
+
+
+async def test_refreshes_apply_only_what_changed() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1, status=1), job("b", 2, status=1)])
+    snap = JobSnapshot(fetch, 1.0, clock=clock, serve_stale_seconds=0)
+    s1 = await snap.get()
+    a = found(snap.lookup(s1, "a"))
+    fetch.ads = [job("a", 1, status=1), job("b", 2, status=2)]
+    clock.t += 1.1
+    s2 = await snap.get()
+    assert snap.lookup(s2, "a") is a  # unchanged: the same object (answers cached by it)
+    assert found(snap.lookup(s2, "b"))["JobStatus"] == 2
+    assert s2.state_counts() == {1: 1, 2: 1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from _wrapper_harness import WRAPPER, oldest_python
@@ -271,3 +272,36 @@ def test_descendants_reads_the_live_tree() -> None:
     finally:
         w.kill_tree(parent.pid, 9)
         parent.wait()
+
+
+def test_start_up_imports_leave_out_slow_modules() -> None:
+    # shutil imports bz2, lzma and zstd at import time: tens of ms of every job's start.
+    tree = ast.parse(WRAPPER.read_text())
+    top = {a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+    assert "shutil" not in top and {"json", "subprocess", "threading"} <= top
+
+
+def test_find_chirp_looks_in_the_usual_places_before_asking_condor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    asked = tmp_path / "asked"
+    libexec = tmp_path / "libexec"
+    libexec.mkdir()
+    ccv = bin_dir / "condor_config_val"
+    ccv.write_text(f"#!/bin/sh\n: > {asked}\necho {libexec}\n")
+    ccv.chmod(0o755)
+    usual = tmp_path / "usual_condor_chirp"
+    usual.write_text("#!/bin/sh\n")
+    usual.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(w, "CHIRP_PLACES", (str(tmp_path / "absent"), str(usual)))
+    assert w.find_chirp("") == str(usual) and not asked.exists()
+    # Nowhere usual: condor_config_val's LIBEXEC says where.
+    monkeypatch.setattr(w, "CHIRP_PLACES", ())
+    assert w.find_chirp("") is None and asked.exists()  # no chirp in LIBEXEC either
+    (libexec / "condor_chirp").write_text("#!/bin/sh\n")
+    (libexec / "condor_chirp").chmod(0o755)
+    assert w.find_chirp("") == str(libexec / "condor_chirp")
+    assert w.which("condor_config_val") == str(ccv) and w.which("nothing-here") is None

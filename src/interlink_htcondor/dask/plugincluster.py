@@ -79,6 +79,7 @@ class PodRecord:
     observed: Observed = field(default_factory=lambda: Observed(Phase.SUBMITTING))
     since: float = field(default_factory=time.monotonic)
     warned: bool = False
+    joined: bool = False  # its worker was seen connected to the scheduler
 
     @property
     def uid(self) -> str:
@@ -504,6 +505,7 @@ class PluginCluster(SpecCluster):
                 continue
             rec.set(observe(entries.get(n), connected=n in connected))
             phase = rec.observed.phase
+            rec.joined = rec.joined or phase == Phase.RUNNING
             if phase == Phase.FAILED:
                 await self._handle_end(rec)
             elif phase == Phase.HELD and not rec.warned:
@@ -523,8 +525,13 @@ class PluginCluster(SpecCluster):
                 )
 
     async def _handle_end(self, rec: PodRecord) -> None:
-        """A worker's job ended: record why (unless it ended cleanly) and drop it from the
-        spec so that ``scale``/``adapt`` can replace it; its pod is deleted."""
+        """A worker's job ended: record why (unless it ended cleanly); its pod is deleted.
+
+        A worker that had joined the scheduler and is still part of the cluster's size is
+        replaced by a new pod of the same name: what a nanny would do, since workers run
+        without one by default (``client.restart()`` ends such workers, the job wrapper
+        ends one over its memory limit). One that never joined is dropped from the spec
+        (its failure would likely repeat); ``scale``/``adapt`` replace it."""
         obs = rec.observed
         clean = obs.exit_code == 0 and obs.reason in ("Completed", "")
         if clean:
@@ -537,8 +544,14 @@ class PluginCluster(SpecCluster):
             self._log(f"worker failed: {failure}")
             logger.warning("%s", failure)
         rec.set(Observed(Phase.CLOSING, obs.reason, obs.message, obs.exit_code))
-        # SpecCluster then closes the worker, which deletes its pod (and job).
-        self.worker_spec.pop(rec.name, None)
+        if rec.joined and rec.name in self.worker_spec and self.status == Status.running:
+            self._log(f"worker {rec.name} (job {rec.job_id}) ended; starting a new one")
+            old = self.workers.pop(rec.name, None)
+            if old is not None:
+                await old.close()  # deletes its pod (and job)
+        else:
+            # SpecCluster then closes the worker, which deletes its pod (and job).
+            self.worker_spec.pop(rec.name, None)
         await self._correct_state()
 
     # -- what the user sees -------------------------------------------------------------

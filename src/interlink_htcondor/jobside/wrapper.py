@@ -32,7 +32,6 @@ import json
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -615,33 +614,46 @@ def dir_usage(path: bytes) -> int:
 # State reporting
 
 
+CHIRP_PLACES = (
+    "/usr/libexec/condor/condor_chirp",
+    "/usr/lib/condor/libexec/condor_chirp",
+    "/usr/local/libexec/condor/condor_chirp",
+    "/opt/condor/libexec/condor_chirp",
+)
+
+
+def which(name: str) -> Optional[str]:
+    """``shutil.which`` without importing shutil (which imports the compression modules:
+    tens of milliseconds of every job's start)."""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(d or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def find_chirp(hint: str) -> Optional[str]:
     if hint:
         return hint if os.access(hint, os.X_OK) else None
-    found = shutil.which("condor_chirp")
+    found = which("condor_chirp")
     if found:
         return found
-    candidates = []
-    ccv = shutil.which("condor_config_val")
+    # The usual places first: asking condor_config_val costs a process start.
+    for path in CHIRP_PLACES:
+        if os.access(path, os.X_OK):
+            return path
+    ccv = which("condor_config_val")
     if ccv:
         try:
             out = subprocess.check_output(
                 [ccv, "LIBEXEC"], stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30
             )
             libexec = out.decode("utf-8", "replace").strip()
-            if libexec:
-                candidates.append(os.path.join(libexec, "condor_chirp"))
+            path = os.path.join(libexec, "condor_chirp")
+            if libexec and os.access(path, os.X_OK):
+                return path
         except (OSError, subprocess.SubprocessError):
             pass
-    candidates += [
-        "/usr/libexec/condor/condor_chirp",
-        "/usr/lib/condor/libexec/condor_chirp",
-        "/usr/local/libexec/condor/condor_chirp",
-        "/opt/condor/libexec/condor_chirp",
-    ]
-    for path in candidates:
-        if os.access(path, os.X_OK):
-            return path
     return None
 
 
@@ -923,6 +935,8 @@ class Container(object):
         """A restarted container starts with empty /tmp and $HOME, as a new container would."""
         wd = fsb(self.workdir)
         if os.path.lexists(wd):
+            import shutil  # only on a restart: its import is slow (see which())
+
             shutil.rmtree(wd, ignore_errors=True)
         os.makedirs(wd)
         if home is not None:
@@ -977,6 +991,8 @@ class Container(object):
         env_vars, home, _ = env_for_apptainer(self.spec.get("env") or [], self.pod.host_env)
         workdir = self.workdir + ".prestop"
         try:
+            import shutil  # not needed before: its import is slow (see which())
+
             binds = self.pod.binds_for(self.spec)
             shutil.rmtree(fsb(workdir), ignore_errors=True)
             os.makedirs(fsb(os.path.join(workdir, "home")))

@@ -23,7 +23,7 @@ from interlink_htcondor.service.errors import HTTPError, error_response
 from interlink_htcondor.service.gatekeeper import Gatekeeper
 from interlink_htcondor.service.gateway import Gateway, ScheddGateway
 from interlink_htcondor.service.metrics import CONTENT_TYPE, Metrics
-from interlink_htcondor.service.request_body import read_json
+from interlink_htcondor.service.request_body import read_body, read_json
 from interlink_htcondor.service.sandbox_store import SandboxStore
 from interlink_htcondor.service.state import PluginState
 from interlink_htcondor.settings import Settings
@@ -80,11 +80,11 @@ def create_app(
 
     @app.get("/status")
     async def status_route(request: Request) -> Response:
-        raw = await read_json(request, limit)
-        if raw == []:
+        pods = status.read_pods(state, await read_body(request, limit))
+        if pods is None:
             code, body = await health.ping(state)
             return JSONResponse(body, status_code=code)
-        return JSONResponse(await status.status(state, raw))
+        return Response(await status.status(state, pods), media_type="application/json")
 
     @app.get("/getLogs")
     async def logs_route(request: Request) -> Response:

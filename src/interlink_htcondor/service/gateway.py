@@ -9,6 +9,10 @@ proc per pod) instead of one per pod, which is what makes a burst of creates fas
 pod gets one job only is the create handler's business (``service.create``), with the
 pod's lock file from the sandbox store.
 
+The job snapshot's queries run in a child process (``service.job_feed``): a query
+holds the GIL while the bindings read its answer. ``ChangeQueries`` is what that process
+runs; the server's ``job_changes`` receives only what changed.
+
 ``Gateway`` is the interface the service uses; ``ScheddGateway`` implements it.
 """
 
@@ -20,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +35,15 @@ import htcondor2
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.job_changes import (
+    SINCE_SLACK_SECONDS,
+    JobChanges,
+    JobView,
+    changes_constraint,
+)
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
+from interlink_htcondor.service.job_feed import JobFeed, JobFeedError
 from interlink_htcondor.settings import ScheddSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +54,9 @@ Observer = Callable[[str, float, bool], None]  # (operation, seconds, ok)
 
 # At most this many pod UIDs in one ``member(...)`` constraint.
 UID_BATCH = 200
+# A full listing of the plugin's jobs comes at least every ``full_refresh_seconds`` and
+# at most once per this many times its own duration (a 3 s listing: once a minute).
+FULL_LISTING_COST_FACTOR = 20
 _configured = False
 _config_lock = threading.Lock()
 
@@ -95,6 +109,10 @@ class Gateway(Protocol):
     async def query_jobs(self) -> list[Ad]:
         """All of this plugin's jobs in the queue (one query, ``PROJECTION``)."""
 
+    async def job_changes(self) -> JobChanges:
+        """What changed among this plugin's jobs since the previous call (every job on the
+        first call, with ``reset``): what the job snapshot is kept up to date with."""
+
     async def jobs_of(self, uid: str) -> list[Ad]:
         """The queued jobs of one pod (normally zero or one)."""
 
@@ -117,8 +135,8 @@ class Gateway(Protocol):
     async def retrieve(self, jid: str) -> None:
         """Spool mode: bring a finished job's output back into its sandbox."""
 
-    def close(self) -> None:
-        """Stop the gateway's threads."""
+    async def close(self) -> None:
+        """Stop the gateway's threads and processes."""
 
 
 def configure_htcondor(cfg: ScheddSettings) -> None:
@@ -149,6 +167,12 @@ def configure_htcondor(cfg: ScheddSettings) -> None:
         if changed or not _configured:
             htcondor2.reload_config()
         _configured = True
+
+
+def locate_schedd(cfg: ScheddSettings) -> Any:
+    """The schedd's location (a ClassAd), through the collector (blocking)."""
+    coll = htcondor2.Collector(cfg.collector or None)
+    return coll.locate(htcondor2.DaemonType.Schedd, cfg.schedd_name or None)
 
 
 def quote(value: str) -> str:
@@ -283,8 +307,20 @@ class ScheddGateway:
         self.spool = settings.storage.mode == "spool"
         self.mine = f"{classad_attrs.PLUGIN} == {quote(self.instance)}"
         self._batcher = _Batcher(self._submit_call, self._submit_batch)
+        self._feed = JobFeed(
+            {
+                "schedd": self._cfg.model_dump(mode="json"),
+                "instance": self.instance,
+                "full_refresh_seconds": self._cfg.full_refresh_seconds,
+            },
+            timeout=self._cfg.timeout_seconds * (1 + self._cfg.retries),
+        )
+        # Pods and jobs removed since the last job_changes: it checks whether they left.
+        self._removed_uids: set[str] = set()
+        self._removed_jids: set[str] = set()
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self._feed.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ plumbing
@@ -293,9 +329,7 @@ class ScheddGateway:
         """The schedd, located through the collector once and again after failures."""
         with self._location_lock:
             if self._location is None:
-                coll = htcondor2.Collector(self._cfg.collector or None)
-                name = self._cfg.schedd_name or None
-                self._location = coll.locate(htcondor2.DaemonType.Schedd, name)
+                self._location = locate_schedd(self._cfg)
             return htcondor2.Schedd(self._location)
 
     def _forget_location(self) -> None:
@@ -373,6 +407,23 @@ class ScheddGateway:
             return [plain(a) for a in ads]
 
         return await self._call("query", run)
+
+    async def job_changes(self) -> JobChanges:
+        """What changed among this plugin's jobs since the previous call, from the
+        snapshot process (``service.job_feed``): mostly a change query, now and then a full
+        listing; the first answer of a (new) process lists every job (``reset``)."""
+        uids, self._removed_uids = self._removed_uids, set()
+        jids, self._removed_jids = self._removed_jids, set()
+        try:
+            answer = await self._feed.refresh(uids, jids)
+        except JobFeedError as e:
+            # Still to be checked; and a new process starts from a full listing anyway.
+            self._removed_uids |= uids
+            self._removed_jids |= jids
+            self._observe("query", 0.0, False)
+            raise ScheddError(f"schedd query failed: {e}") from e
+        self._observe(answer.operation, answer.seconds, True)
+        return answer.changes
 
     async def jobs_of(self, uid: str) -> list[Ad]:
         """The queued jobs of one pod (normally zero or one)."""
@@ -462,6 +513,10 @@ class ScheddGateway:
                         _reason("spool failed"),
                     )
                 raise
+        # As condor_submit does: ask for a negotiation cycle now rather than at the next
+        # interval (a minute on many pools). Best effort: the jobs are queued anyway.
+        with contextlib.suppress(Exception):
+            schedd.reschedule()
         now = int(time.time())
         for proc, item in enumerate(batch):
             plan = item.plan
@@ -509,6 +564,7 @@ class ScheddGateway:
             result = self._schedd().act(htcondor2.JobAction.Remove, constraint, _reason(reason))
             return _num(plain(result).get("TotalSuccess"))
 
+        self._removed_uids.add(uid)
         return await self._call("remove", run)
 
     async def remove_job(self, jid: str, reason: str, *, force: bool = False) -> None:
@@ -517,11 +573,102 @@ class ScheddGateway:
         def run() -> None:
             self._schedd().act(action, [jid], _reason(reason))
 
+        self._removed_jids.add(jid)
         await self._call("remove", run)
 
     async def retrieve(self, jid: str) -> None:
         """Spool mode: bring a finished job's output back into its sandbox."""
         await self._call("retrieve", lambda: self._schedd().retrieve(jid))
+
+
+class ChangeQueries:
+    """Blocking: the queries behind ``ScheddGateway.job_changes``, run by the snapshot
+    process (``service.job_feed``) with its own connection to the schedd.
+
+    ``run`` makes one query: a full listing of the plugin's jobs when the last one is
+    ``full_refresh_seconds`` old (or twenty times its own duration, whichever is longer),
+    or when the schedd's clock is not known yet; otherwise a change query
+    (``core.job_changes``) since the previous query, on the schedd's clock.
+    """
+
+    def __init__(
+        self,
+        schedd: Mapping[str, Any],
+        instance: str,
+        full_refresh_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._cfg = ScheddSettings(**schedd)
+        configure_htcondor(self._cfg)
+        self.mine = f"{classad_attrs.PLUGIN} == {quote(instance)}"
+        self.view = JobView()
+        self._full_every = full_refresh_seconds
+        self._clock = clock
+        self._wall = wall
+        self._location: Any = None
+        self._last_full = float("-inf")
+        self._full_cost = 0.0
+        self._offset: float | None = None  # the schedd's clock minus ours
+        self._since: int | None = None  # schedd time of the previous query's start
+
+    def run(
+        self, uids: Collection[str], jids: Collection[str], *, full: bool = False
+    ) -> tuple[JobChanges, str]:
+        """One query; what changed, and which kind of query it was ("query" for a full
+        listing, "query_changes"). ``full`` asks for a full listing whatever is due."""
+        checked = set(uids) | self.view.uids_of_jobs(jids)
+        now = self._clock()
+        full = (
+            full
+            or self._since is None
+            or len(checked) > UID_BATCH
+            or now - self._last_full
+            >= max(self._full_every, FULL_LISTING_COST_FACTOR * self._full_cost)
+        )
+        if full:
+            constraint = self.mine
+        else:
+            assert self._since is not None
+            also = ""
+            if checked:
+                members = ", ".join(quote(u) for u in sorted(checked))
+                also = f"member({classad_attrs.POD_UID}, {{{members}}})"
+            constraint = changes_constraint(self.mine, self._since - SINCE_SLACK_SECONDS, also)
+        started = self._wall()
+        ads = self._query(constraint)
+        if full:
+            self._last_full, self._full_cost = now, self._clock() - now
+        if self._offset is not None:
+            self._since = int(started + self._offset)
+        changes = self.view.apply(ads, full=full, checked=checked)
+        return changes, "query" if full else "query_changes"
+
+    def _query(self, constraint: str) -> list[Ad]:
+        projection = list(PROJECTION)
+        last: Exception | None = None
+        for attempt in range(1 + self._cfg.retries):
+            try:
+                if self._location is None:
+                    self._location = locate_schedd(self._cfg)
+                raw = htcondor2.Schedd(self._location).query(
+                    constraint=constraint, projection=projection
+                )
+            except (htcondor2.HTCondorException, OSError, RuntimeError) as e:
+                last, self._location = e, None
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+                continue
+            ended = self._wall()
+            ads = []
+            for a in raw:
+                ad = plain(a)
+                server_time = ad.pop("ServerTime", None)  # differs in every answer
+                if isinstance(server_time, int):
+                    # Conservative: the answer was built before it arrived.
+                    self._offset = server_time - ended
+                ads.append(ad)
+            return ads
+        raise ScheddError(f"{last}" or type(last).__name__) from last
 
 
 def _reason(text: str) -> tuple[str, int]:

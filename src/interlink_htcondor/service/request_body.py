@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic_core
 from starlette.requests import Request
 
 from interlink_htcondor.service.errors import HTTPError
@@ -12,6 +13,11 @@ from interlink_htcondor.service.errors import HTTPError
 
 async def read_json(request: Request, limit: int) -> Any:
     """The request body as JSON, refusing more than ``limit`` bytes even when chunked."""
+    return parse_json(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes even when chunked."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -19,9 +25,19 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise HTTPError(413, f"request body larger than {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """A body as JSON; a 400 that says why when it is not."""
     if not body.strip():
         raise HTTPError(400, "the request body is empty; a JSON document is expected")
+    try:
+        # The fast parser; anything it refuses is parsed again by the standard library,
+        # whose errors (and leniency) the answers follow.
+        return pydantic_core.from_json(body)
+    except ValueError:
+        pass
     try:
         return json.loads(body)
     except UnicodeDecodeError:

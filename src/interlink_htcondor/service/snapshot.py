@@ -1,10 +1,13 @@
 """The shared snapshot of this plugin's jobs that serves every /status call.
 
 The virtual kubelet asks about one pod per call, 200 calls a second with 1,000 pods. All of
-them are answered from ONE schedd query, refreshed at most every
+them are answered from ONE snapshot, refreshed at most every
 ``schedd.status_refresh_seconds`` and coalesced: calls arriving while a refresh is in
-flight await that same refresh. Pods that are missing from the queue are looked up in the
-history in batches (``MissingJobResolver``), again never one query per call.
+flight await that same refresh. A refresh applies what changed since the previous one
+(``JobChanges``: the gateway asks the schedd mostly for changed jobs, in another
+process), so its cost in the server follows the changes, not the size of the queue.
+Pods that are missing from the queue are looked up in the history in batches
+(``MissingJobResolver``), again never one query per call.
 """
 
 from __future__ import annotations
@@ -17,14 +20,23 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.job_changes import JobChanges, index_by_uid
 from interlink_htcondor.core.pod_status import COMPLETED, REMOVED
 
 log = logging.getLogger(__name__)
 
 Ad = dict[str, Any]
-FetchJobs = Callable[[], Awaitable[list[Ad]]]
+FetchJobs = Callable[[], Awaitable[JobChanges]]
 FetchMissing = Callable[[list[str]], Awaitable[dict[str, Ad]]]
+
+__all__ = [
+    "JobSnapshot",
+    "MissingJobResolver",
+    "Snapshot",
+    "SnapshotUnavailable",
+    "apply_changes",
+    "index_by_uid",
+]
 
 
 @dataclass(frozen=True)
@@ -35,39 +47,50 @@ class Snapshot:
     started: float  # monotonic time the query was sent
     finished: float  # monotonic time it answered
     wall: float = field(default_factory=time.time)  # wall-clock time of the answer
+    counts: Mapping[int, int] | None = None  # jobs by JobStatus (kept by apply_changes)
 
     def state_counts(self) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for ad in self.jobs.values():
-            s = ad.get("JobStatus")
-            if isinstance(s, int):
-                counts[s] = counts.get(s, 0) + 1
-        return counts
+        if self.counts is not None:
+            return dict(self.counts)
+        return _count(self.jobs.values())
 
 
-def index_by_uid(ads: Iterable[Ad]) -> dict[str, Ad]:
-    """One job per pod. Should two exist (a race between two plugin processes), the
-    oldest live one (lowest ClusterId) stands; the gateway removes the others."""
-    out: dict[str, Ad] = {}
+def _count(ads: Iterable[Ad]) -> dict[int, int]:
+    counts: dict[int, int] = {}
     for ad in ads:
-        uid = ad.get(classad_attrs.POD_UID)
-        if not isinstance(uid, str) or not uid:
-            continue
-        cur = out.get(uid)
-        if cur is None or _rank(ad) < _rank(cur):
-            out[uid] = ad
-    return out
+        s = ad.get("JobStatus")
+        if isinstance(s, int):
+            counts[s] = counts.get(s, 0) + 1
+    return counts
 
 
-def _rank(ad: Ad) -> tuple[int, int, int]:
-    removed = 1 if ad.get("JobStatus") == REMOVED else 0
-    cluster = ad.get("ClusterId")
-    proc = ad.get("ProcId")
-    return (
-        removed,
-        cluster if isinstance(cluster, int) else 1 << 62,
-        proc if isinstance(proc, int) else 0,
-    )
+def apply_changes(
+    prev: Snapshot | None, changes: JobChanges, started: float, finished: float
+) -> Snapshot:
+    """The snapshot after ``changes``: a new mapping (a snapshot never changes once made)
+    sharing every unchanged ad with ``prev``; counts follow in proportion to the changes."""
+    if prev is None or changes.reset:
+        jobs = dict(changes.changed)
+        return Snapshot(jobs, started, finished, counts=_count(jobs.values()))
+    jobs = dict(prev.jobs)
+    counts = prev.state_counts()
+
+    def uncount(ad: Ad | None) -> None:
+        s = ad.get("JobStatus") if ad is not None else None
+        if isinstance(s, int) and counts.get(s):
+            counts[s] -= 1
+            if not counts[s]:
+                del counts[s]
+
+    for uid in changes.removed:
+        uncount(jobs.pop(uid, None))
+    for uid, ad in changes.changed.items():
+        uncount(jobs.get(uid))
+        jobs[uid] = ad
+        s = ad.get("JobStatus")
+        if isinstance(s, int):
+            counts[s] = counts.get(s, 0) + 1
+    return Snapshot(jobs, started, finished, counts=counts)
 
 
 class SnapshotUnavailable(Exception):
@@ -77,7 +100,8 @@ class SnapshotUnavailable(Exception):
 class JobSnapshot:
     """A coalesced, rate-limited view of the plugin's jobs.
 
-    ``fetch`` runs the one schedd query. ``serve_stale_seconds`` (default: one interval)
+    ``fetch`` runs the one schedd query and returns what changed since its previous
+    answer. ``serve_stale_seconds`` (default: one interval)
     is how much older than the interval a snapshot is still served while its successor is
     queried; ``max_stale_seconds`` bounds how long one is served while the schedd fails.
     """
@@ -144,8 +168,8 @@ class JobSnapshot:
     async def _do_refresh(self) -> Snapshot:
         started = self._clock()
         try:
-            ads = await self._fetch()
-            snap = Snapshot(index_by_uid(ads), started, self._clock())
+            changes = await self._fetch()
+            snap = apply_changes(self._current, changes, started, self._clock())
             self._current = snap
             self._last_failure = None
             self._expire(snap)

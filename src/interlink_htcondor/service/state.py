@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.pod_status import COMPLETED
 from interlink_htcondor.core.status_file import ContainerReport
+from interlink_htcondor.service.answer_cache import AnswerCache, BodyCache
 from interlink_htcondor.service.gateway import Capacity, Gateway, ScheddError
 from interlink_htcondor.service.metrics import Metrics
 from interlink_htcondor.service.sandbox_store import SandboxStore
@@ -59,14 +60,21 @@ class PluginState:
     retrieved: set[str] = field(default_factory=set)
     # Held jobs this process has asked the schedd to remove.
     removing: set[str] = field(default_factory=set)
+    # Serialised /status entries of pods whose job has not changed, and parsed bodies.
+    answers: AnswerCache = field(default_factory=lambda: AnswerCache(CACHE_LIMIT))
+    status_bodies: BodyCache = field(default_factory=lambda: BodyCache(CACHE_LIMIT))
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         refresh = self.settings.schedd.status_refresh_seconds
+        stale = max(30.0, 10 * refresh)
         self.snapshot = JobSnapshot(
-            self.gateway.query_jobs,
+            self.gateway.job_changes,
             refresh,
-            max_stale_seconds=max(30.0, 10 * refresh),
+            max_stale_seconds=stale,
+            # A refresh no longer holds up the server, but a full listing of a large queue
+            # takes seconds: calls are answered from the current snapshot meanwhile.
+            serve_stale_seconds=stale,
             on_refresh=self._on_refresh,
         )
         self.missing = MissingJobResolver(self.gateway.find_jobs)
@@ -90,7 +98,7 @@ class PluginState:
     async def close(self) -> None:
         for t in list(self._background):
             t.cancel()
-        self.gateway.close()
+        await self.gateway.close()
 
     async def ready(self) -> tuple[bool, str]:
         """Whether the schedd answers, and why not (cached ``READY_CACHE_SECONDS``)."""

@@ -3,15 +3,19 @@
 The virtual kubelet asks about one pod per call, many times a second: every call is
 answered from one snapshot of the plugin's jobs (``service.snapshot``), never one schedd
 query per call. Pods gone from the queue are looked up in the history in batches. One pod
-that cannot be mapped is left out; it never fails the others.
+that cannot be mapped is left out; it never fails the others. A pod whose job has not
+changed since it was last asked about gets the same serialised entry again
+(``service.answer_cache``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import pydantic_core
 
 from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.models import PodRef
@@ -25,7 +29,9 @@ from interlink_htcondor.core.pod_status import (
     unmatchable,
 )
 from interlink_htcondor.core.status_file import ContainerReport, parse_status_file
+from interlink_htcondor.service.answer_cache import STEADY_STATES, cacheable, pod_key
 from interlink_htcondor.service.errors import HTTPError
+from interlink_htcondor.service.request_body import parse_json
 from interlink_htcondor.service.snapshot import SnapshotUnavailable
 from interlink_htcondor.service.state import CACHE_LIMIT, PluginState
 
@@ -36,12 +42,26 @@ log = logging.getLogger("interlink_htcondor.server")
 DIAGNOSIS_CAPACITY_SECONDS = 60.0
 
 
-async def status(state: PluginState, raw: Any) -> list[dict[str, Any]]:
-    """One status entry per pod known to the plugin (or lost by it)."""
+def read_pods(state: PluginState, body: bytes) -> Sequence[PodRef] | None:
+    """The pods a /status body asks about (those with a UID); None for interLink's ping
+    (``[]``). A body seen before is not parsed again (``BodyCache``)."""
+    key = state.status_bodies.key(body)
+    known = state.status_bodies.get(key)
+    if known is not None:
+        return known
+    raw = parse_json(body)
+    if raw == []:
+        return None
     if not isinstance(raw, list):
         raise HTTPError(422, "the /status body must be a JSON list of pods")
     pods = [PodRef.from_pod(p) for p in raw if isinstance(p, dict)]
     pods = [p for p in pods if p.uid]
+    state.status_bodies.put(key, pods)
+    return pods
+
+
+async def status(state: PluginState, pods: Sequence[PodRef]) -> bytes:
+    """The JSON list of one status entry per pod known to the plugin (or lost by it)."""
     try:
         snap = await state.snapshot.get()
     except SnapshotUnavailable as e:
@@ -58,30 +78,55 @@ async def status(state: PluginState, raw: Any) -> list[dict[str, Any]]:
             log.warning("history lookup failed", extra={"error": str(e)})
             left_out = set(missing)
             pods = [p for p in pods if p.uid not in left_out]
+    state.answers.limit = state.status_bodies.limit = max(CACHE_LIMIT, 2 * len(snap.jobs))
     now = time.time()
-    out: list[dict[str, Any]] = []
+    entries: list[bytes] = []
     for pod in pods:
         try:
-            result = await _status_of(state, pod, ads.get(pod.uid), now)
+            entry = await _entry_of(state, pod, ads.get(pod.uid), now)
         except Exception:
             log.exception("status mapping failed", extra={"uid": pod.uid})
             continue
-        if result is not None:
-            out.append(result.status)
-    return out
+        if entry is not None:
+            entries.append(entry)
+    return b"[" + b",".join(entries) + b"]"
+
+
+async def _entry_of(
+    state: PluginState, pod: PodRef, ad: dict[str, Any] | None, now: float
+) -> bytes | None:
+    """The pod's serialised entry: from the answer cache while its job is unchanged."""
+    diagnosis = None
+    if ad is not None and ad.get("JobStatus") == IDLE:
+        diagnosis = _diagnose(state, ad)
+    steady = ad is not None and ad.get("JobStatus") in STEADY_STATES
+    if steady:
+        assert ad is not None
+        key = pod_key(pod)
+        hit = state.answers.get(pod.uid, ad, key, diagnosis)
+        if hit is not None:
+            return hit
+    result = await _status_of(state, pod, ad, now, diagnosis)
+    if result is None:
+        return None
+    data = pydantic_core.to_json(result.status)
+    if steady and ad is not None and cacheable(ad, result):
+        state.answers.put(pod.uid, ad, key, diagnosis, data)
+    return data
 
 
 async def _status_of(
-    state: PluginState, pod: PodRef, ad: dict[str, Any] | None, now: float
+    state: PluginState,
+    pod: PodRef,
+    ad: dict[str, Any] | None,
+    now: float,
+    diagnosis: str | None = None,
 ) -> StatusResult | None:
     reports = None
     if ad is not None and (ad.get("JobStatus") == COMPLETED or ad.get(FROM_HISTORY)):
         # The job is over: its status.json is final (read once, cached).
         reports = await _final_reports(state, pod, ad)
     grace = state.settings.policy.held_grace_seconds
-    diagnosis = None
-    if ad is not None and ad.get("JobStatus") == IDLE:
-        diagnosis = _diagnose(state, ad)
     result = pod_status(
         pod, ad, now=now, held_grace_seconds=grace, file_states=reports, diagnosis=diagnosis
     )

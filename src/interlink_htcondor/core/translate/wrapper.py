@@ -38,7 +38,9 @@ def shebang(python: str) -> bytes:
     return ("#!" + " ".join(words)).encode()
 
 
+@functools.lru_cache(maxsize=8)
 def wrapper_file(python: str) -> bytes:
+    """The wrapper with its ``#!`` line (made once per interpreter: every pod ships it)."""
     source = wrapper_source()
     line = shebang(python)
     if source.startswith(b"#!"):

@@ -1,0 +1,188 @@
+"""Which of the plugin's jobs changed between two schedd queries (pure: no I/O).
+
+Listing every job of the plugin every second costs the schedd and the plugin time in
+proportion to the queue: about 60 µs a job on each side, 3 s a query at 50,000 jobs. Most
+jobs do not change from one second to the next, so the job snapshot is kept up to date
+with *change queries* instead: a constraint the schedd evaluates on its side, which
+returns only
+
+- the jobs that entered their status since the previous query (``EnteredCurrentStatus``:
+  the schedd sets it on every status change, and at submit);
+- the jobs in a state whose ad changes without a status change (``LIVE_STATES``: running,
+  transferring output and suspended jobs, into which the job wrapper chirps container
+  states; removed jobs still in the queue while their starter stops them);
+- the jobs of pods this process has just removed, to learn that they left.
+
+A job can still leave the queue unseen (an idle job removed by someone else leaves at
+once): a full listing every so often finds it. ``JobView`` applies either kind of answer
+to what it knew and tells what changed for each pod (``JobChanges``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.pod_status import REMOVED, RUNNING, SUSPENDED, TRANSFERRING_OUTPUT
+
+Ad = dict[str, Any]
+
+# States in which a job's ad changes without its status changing.
+LIVE_STATES = (RUNNING, REMOVED, TRANSFERRING_OUTPUT, SUSPENDED)
+# EnteredCurrentStatus holds whole seconds of the schedd's clock, which may differ from
+# ours: a change query reaches this far before the previous query.
+SINCE_SLACK_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class JobChanges:
+    """What one refresh learnt, by pod UID: the ad now standing for each pod that changed
+    (new, or any attribute different), and the pods whose job left the queue.
+
+    ``reset``: ``changed`` holds every job of the plugin and replaces all that was known
+    (the first answer of a source, or one that lost track). ``full``: the answer came
+    from a full listing rather than a change query.
+    """
+
+    changed: Mapping[str, Ad] = field(default_factory=dict)
+    removed: frozenset[str] = frozenset()
+    full: bool = True
+    reset: bool = False
+
+
+def pod_uid(ad: Mapping[str, Any]) -> str | None:
+    uid = ad.get(classad_attrs.POD_UID)
+    return uid if isinstance(uid, str) and uid else None
+
+
+def rank(ad: Mapping[str, Any]) -> tuple[int, int, int]:
+    """Which of a pod's jobs stands for it (lowest first): should two exist (a race
+    between two plugin processes), the oldest live one (lowest ClusterId)."""
+    removed = 1 if ad.get("JobStatus") == REMOVED else 0
+    cluster = ad.get("ClusterId")
+    proc = ad.get("ProcId")
+    return (
+        removed,
+        cluster if isinstance(cluster, int) else 1 << 62,
+        proc if isinstance(proc, int) else 0,
+    )
+
+
+def index_by_uid(ads: Iterable[Ad]) -> dict[str, Ad]:
+    """One job per pod (``rank``); ads without a pod UID are left out."""
+    out: dict[str, Ad] = {}
+    for ad in ads:
+        uid = pod_uid(ad)
+        if uid is None:
+            continue
+        cur = out.get(uid)
+        if cur is None or rank(ad) < rank(cur):
+            out[uid] = ad
+    return out
+
+
+def changes_constraint(mine: str, since: int, also: str = "") -> str:
+    """The change query's constraint: this plugin's jobs (``mine``) that entered their
+    status at or after ``since`` (the schedd's clock), are in a live state, or match
+    ``also`` (the jobs of pods just removed)."""
+    live = " || ".join(f"JobStatus == {s}" for s in LIVE_STATES)
+    parts = [f"EnteredCurrentStatus >= {int(since)}", "EnteredCurrentStatus =?= undefined", live]
+    if also:
+        parts.append(also)
+    return f"({mine}) && ({' || '.join(parts)})"
+
+
+class JobView:
+    """The plugin's jobs as the queries saw them (by job id), and the job standing for
+    each pod. ``apply`` takes one query's answer and returns what changed per pod."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Ad] = {}
+        self._by_uid: dict[str, set[str]] = {}
+        self._live: set[str] = set()  # job ids in LIVE_STATES
+        self._standing: dict[str, Ad] = {}  # pod uid -> the ad last reported for it
+        self._fresh = True
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def uids_of_jobs(self, jids: Iterable[str]) -> set[str]:
+        """The pods of these jobs (those known)."""
+        out = set()
+        for jid in jids:
+            ad = self._jobs.get(jid)
+            uid = pod_uid(ad) if ad is not None else None
+            if uid is not None:
+                out.add(uid)
+        return out
+
+    def apply(self, ads: Iterable[Ad], *, full: bool, checked: Collection[str] = ()) -> JobChanges:
+        """Take one answer: a full listing (``full``: every job of the plugin), or a
+        change query's (``changes_constraint``) for which ``checked`` were the pod UIDs
+        asked about explicitly. Jobs missing from it left the queue when the listing
+        was full, or when they were live or checked (a change query returns those)."""
+        seen: dict[str, Ad] = {}
+        for ad in ads:
+            if pod_uid(ad) is not None:
+                seen[job_id(ad)] = ad
+        if full:
+            candidates: Iterable[str] = self._jobs
+        else:
+            candidates = set(self._live)
+            for uid in checked:
+                candidates |= self._by_uid.get(uid, set())
+        departed = [jid for jid in candidates if jid not in seen]
+        touched: set[str] = set()
+        for jid in departed:
+            touched.add(self._drop(jid))
+        for jid, ad in seen.items():
+            if self._jobs.get(jid) != ad:
+                touched.add(self._put(jid, ad))
+        return self._report(touched, full)
+
+    def _put(self, jid: str, ad: Ad) -> str:
+        uid = pod_uid(ad)
+        assert uid is not None
+        old = self._jobs.get(jid)
+        if old is not None and pod_uid(old) != uid:  # a job id reused: not the same job
+            self._drop(jid)
+        self._jobs[jid] = ad
+        self._by_uid.setdefault(uid, set()).add(jid)
+        if ad.get("JobStatus") in LIVE_STATES:
+            self._live.add(jid)
+        else:
+            self._live.discard(jid)
+        return uid
+
+    def _drop(self, jid: str) -> str:
+        ad = self._jobs.pop(jid)
+        uid = pod_uid(ad)
+        assert uid is not None
+        jids = self._by_uid.get(uid)
+        if jids is not None:
+            jids.discard(jid)
+            if not jids:
+                del self._by_uid[uid]
+        self._live.discard(jid)
+        return uid
+
+    def _report(self, touched: set[str], full: bool) -> JobChanges:
+        changed: dict[str, Ad] = {}
+        removed: set[str] = set()
+        for uid in touched:
+            jids = self._by_uid.get(uid)
+            if not jids:
+                if self._standing.pop(uid, None) is not None:
+                    removed.add(uid)
+                continue
+            best = min((self._jobs[j] for j in jids), key=rank)
+            if self._standing.get(uid) is not best:
+                self._standing[uid] = best
+                changed[uid] = best
+        reset, self._fresh = self._fresh, False
+        if reset:
+            return JobChanges(dict(self._standing), frozenset(), full=full, reset=True)
+        return JobChanges(changed, frozenset(removed), full=full)
