@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint pool-up pool-down pool-status
+.PHONY: venv test unit demo lint pool-up pool-down pool-status cluster-up cluster-down cluster-status
 
 venv: $(STAMP)
 
@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The whole suite against the real pool (built and started if needed, left running).
-test: venv pool-up
+# The whole suite against the real pool and the development cluster (built and started if
+# needed, left running). The cluster's Go builds happen here, before pytest's per-test timeout.
+test: venv pool-up cluster-up
 	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --junitxml=out/junit.xml -ra
 
 # Unit tests only: no pool.
@@ -43,3 +44,12 @@ pool-down: venv
 
 pool-status: venv
 	$(BIN)/interlink-htcondor pool status
+
+cluster-up: venv pool-up
+	$(BIN)/interlink-htcondor cluster up
+
+cluster-down: venv
+	$(BIN)/interlink-htcondor cluster down
+
+cluster-status: venv
+	$(BIN)/interlink-htcondor cluster status

@@ -82,9 +82,10 @@ def test_build_go_mod_points_staging_modules_at_published_releases() -> None:
 def test_build_go_mod_refuses_what_no_module_can_serve() -> None:
     with pytest.raises(ValueError, match="points into upstream's tree"):
         gomod.build_go_mod(UPSTREAM_MOD + "replace foo.io/bar => ../bar\n", "v1.34.4")
-    with pytest.raises(ValueError, match="expected the go.mod of k8s.io/kubernetes"):
-        gomod.build_go_mod(UPSTREAM_MOD.replace("module k8s.io/kubernetes", "module x.io/y"),
-                           "v1.34.4")  # fmt: skip
+    with pytest.raises(ValueError, match="expected the go"):
+        gomod.build_go_mod(
+            UPSTREAM_MOD.replace("module k8s.io/kubernetes", "module x.io/y"), "v1.34.4"
+        )
     mismatched = UPSTREAM_MOD.replace(
         "k8s.io/api => ./staging/src/k8s.io/api", "k8s.io/api => ./staging/src/k8s.io/apimachinery"
     )
@@ -185,8 +186,13 @@ def test_pki_files_are_made_once_private_and_renewed_near_expiry(tmp_path: Path)
 
 
 def test_kubeconfig_with_client_certificate_embeds_everything() -> None:
-    doc = kubeconfig.render(server="https://127.0.0.1:16443", ca_pem=b"CA", user="admin",
-                            client_cert_pem=b"CERT", client_key_pem=b"KEY")  # fmt: skip
+    doc = kubeconfig.render(
+        server="https://127.0.0.1:16443",
+        ca_pem=b"CA",
+        user="admin",
+        client_cert_pem=b"CERT",
+        client_key_pem=b"KEY",
+    )
     parsed = yaml.safe_load(kubeconfig.dump(doc))
     cluster = parsed["clusters"][0]["cluster"]
     assert cluster["server"] == "https://127.0.0.1:16443"
@@ -199,15 +205,20 @@ def test_kubeconfig_with_client_certificate_embeds_everything() -> None:
 
 
 def test_kubeconfig_with_token_and_namespace() -> None:
-    doc = kubeconfig.render(server="https://127.0.0.1:1", ca_pem=b"CA", user="vk", token="t0k",
-                            namespace="interlink")  # fmt: skip
+    doc = kubeconfig.render(
+        server="https://127.0.0.1:1", ca_pem=b"CA", user="vk", token="t0k", namespace="interlink"
+    )
     assert doc["users"][0]["user"] == {"token": "t0k"}
     assert doc["contexts"][0]["context"]["namespace"] == "interlink"
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"token": "t", "client_cert_pem": b"c", "client_key_pem": b"k"}, {"client_cert_pem": b"c"}],
+    [
+        {},
+        {"token": "t", "client_cert_pem": b"c", "client_key_pem": b"k"},
+        {"client_cert_pem": b"c"},
+    ],
 )
 def test_kubeconfig_needs_exactly_one_credential(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
@@ -227,14 +238,23 @@ def _allows(role: dict[str, object], group: str, resource: str, verb: str) -> bo
 def test_virtual_kubelet_role_covers_what_it_does() -> None:
     role = rbac.cluster_role()
     needed = [
-        ("", "nodes", "create"), ("", "nodes", "get"), ("", "nodes/status", "patch"),
-        ("coordination.k8s.io", "leases", "update"), ("coordination.k8s.io", "leases", "create"),
-        ("", "pods", "watch"), ("", "pods", "list"), ("", "pods", "delete"),
-        ("", "pods/status", "update"), ("", "pods/status", "patch"),
-        ("", "configmaps", "get"), ("", "secrets", "get"), ("", "services", "list"),
-        ("", "namespaces", "list"), ("", "serviceaccounts/token", "create"),
+        ("", "nodes", "create"),
+        ("", "nodes", "get"),
+        ("", "nodes/status", "patch"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("", "pods", "watch"),
+        ("", "pods", "list"),
+        ("", "pods", "delete"),
+        ("", "pods/status", "update"),
+        ("", "pods/status", "patch"),
+        ("", "configmaps", "get"),
+        ("", "secrets", "get"),
+        ("", "services", "list"),
+        ("", "namespaces", "list"),
+        ("", "serviceaccounts/token", "create"),
         ("", "events", "create"),
-    ]  # fmt: skip
+    ]
     for group, resource, verb in needed:
         assert _allows(role, group, resource, verb), (group, resource, verb)
     assert not _allows(role, "", "secrets", "create")
@@ -248,8 +268,9 @@ def test_rbac_objects_bind_the_role_to_the_service_account_in_order() -> None:
     ns, sa, secret, role, binding = objs
     assert sa["metadata"]["namespace"] == ns["metadata"]["name"] == rbac.NAMESPACE
     assert secret["type"] == "kubernetes.io/service-account-token"
-    assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == (
-        sa["metadata"]["name"]
+    assert (
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+        == (sa["metadata"]["name"])
     )
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
@@ -288,9 +309,13 @@ def test_a_ping_without_capacity_is_an_error(body: object) -> None:
 
 def test_virtual_kubelet_config_carries_the_pool_capacity() -> None:
     res = configs.NodeResources("8", "16384Mi", "110", taints=(("site", "grid", "NoSchedule"),))
-    doc = configs.VirtualKubeletConfig(interlink_port=13000, apiserver_port=16443, resources=res,
-                                       namespace="interlink",
-                                       service_account="virtual-kubelet").document()  # fmt: skip
+    doc = configs.VirtualKubeletConfig(
+        interlink_port=13000,
+        apiserver_port=16443,
+        resources=res,
+        namespace="interlink",
+        service_account="virtual-kubelet",
+    ).document()
     assert doc["Resources"]["CPU"] == "8"
     assert doc["Resources"]["Memory"] == "16384Mi"
     assert doc["Resources"]["Pods"] == "110"
@@ -301,8 +326,9 @@ def test_virtual_kubelet_config_carries_the_pool_capacity() -> None:
 
 
 def test_interlink_config_listens_on_loopback_and_calls_the_plugin_socket() -> None:
-    doc = configs.InterlinkConfig(port=13000, plugin_socket="/s/plugin.sock",
-                                  data_dir="/d").document()  # fmt: skip
+    doc = configs.InterlinkConfig(
+        port=13000, plugin_socket="/s/plugin.sock", data_dir="/d"
+    ).document()
     assert doc["InterlinkAddress"] == "http://127.0.0.1"
     assert doc["InterlinkPort"] == "13000"
     assert doc["SidecarURL"] == "unix:///s/plugin.sock"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 import time
@@ -52,13 +53,37 @@ def _require_root(action: str) -> None:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def _context(paths: ClusterPaths, binaries: dict[str, Path], pool_state: Path) -> Context:
-    return Context(paths=paths, binaries=binaries, pool_state_dir=pool_state)
+def plugin_instance(paths: ClusterPaths) -> str:
+    """``policy.instance`` of the cluster's plugin: ``devcluster`` for the default cluster,
+    suffixed with a digest of the state directory for any other."""
+    if paths.root == default_paths().root:
+        return config.PLUGIN_INSTANCE
+    digest = hashlib.sha256(str(paths.root).encode()).hexdigest()[:8]
+    return f"{config.PLUGIN_INSTANCE}-{digest}"
+
+
+def _context(
+    paths: ClusterPaths,
+    binaries: dict[str, Path],
+    pool_state: Path,
+    ports: config.Ports = config.PORTS,
+) -> Context:
+    return Context(
+        paths=paths,
+        binaries=binaries,
+        pool_state_dir=pool_state,
+        ports=ports,
+        plugin_instance=plugin_instance(paths),
+    )
+
+
+def _info_context(paths: ClusterPaths, info: ClusterInfo) -> Context:
+    return _context(paths, dict(info.binaries), info.pool_state_dir, config.Ports(**info.ports))
 
 
 def _matcher(ctx: Context, comp: Component) -> processes.Matcher:
-    def owns(argv: list[str]) -> bool:
-        return comp.owns(ctx, argv)
+    def owns(pid: int) -> bool:
+        return comp.owns(ctx, pid)
 
     return owns
 
@@ -66,7 +91,7 @@ def _matcher(ctx: Context, comp: Component) -> processes.Matcher:
 def _owned_pid(ctx: Context, comp: Component) -> int:
     """The component's pid when its pid file names a live process of ours, else 0."""
     pid = processes.read_pid(ctx.paths.pid_file(comp.name))
-    if pid > 0 and processes.alive(pid) and comp.owns(ctx, processes.cmdline(pid)):
+    if pid > 0 and processes.alive(pid) and comp.owns(ctx, pid):
         return pid
     return 0
 
@@ -77,17 +102,17 @@ def read_info(paths: ClusterPaths | None = None) -> ClusterInfo | None:
     info = load_info(paths)
     if info is None:
         return None
-    ctx = _context(paths, dict(info.binaries), info.pool_state_dir)
+    ctx = _info_context(paths, info)
     for comp in COMPONENTS:
         pid = info.pids.get(comp.name, 0)
-        if not (pid > 0 and processes.alive(pid) and comp.owns(ctx, processes.cmdline(pid))):
+        if not (pid > 0 and processes.alive(pid) and comp.owns(ctx, pid)):
             return None
     return info
 
 
 def health(info: ClusterInfo, paths: ClusterPaths | None = None) -> dict[str, str | None]:
     """Each component's readiness probe: None when ready, else why not."""
-    ctx = _context(paths or ClusterPaths(info.state_dir), dict(info.binaries), info.pool_state_dir)
+    ctx = _info_context(paths or ClusterPaths(info.state_dir), info)
     return {comp.name: comp.ready(ctx) for comp in COMPONENTS}
 
 
@@ -98,13 +123,15 @@ def ensure_up(
     *,
     timeout: float = 300,
     paths: ClusterPaths | None = None,
+    ports: config.Ports | None = None,
     say: Say | None = _stderr,
 ) -> ClusterInfo:
     """Start the cluster if it is not running (building what is missing, starting the pool
     too), and return its facts once the virtual node is Ready.
 
-    Idempotent: a running cluster is returned at once. ``timeout`` bounds the start of the
-    processes (not the builds). ``say`` receives progress lines (None: silent)."""
+    Idempotent: a running cluster is returned at once (whatever ``ports`` asks). ``timeout``
+    bounds the start of the processes (not the builds). ``paths`` and ``ports`` place a second
+    cluster beside the default one. ``say`` receives progress lines (None: silent)."""
     paths = paths or default_paths()
     report: Say = say or _quiet
     info = read_info(paths)
@@ -115,7 +142,7 @@ def ensure_up(
         info = read_info(paths)
         if info is not None and devpool.read_info() is not None:
             return info
-        return _up(paths, timeout, report)
+        return _up(paths, ports or config.PORTS, timeout, report)
 
 
 def build_all(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> dict[str, Path]:
@@ -157,7 +184,7 @@ def _binaries(
     return out, etcd_version
 
 
-def _up(paths: ClusterPaths, timeout: float, say: Say) -> ClusterInfo:
+def _up(paths: ClusterPaths, ports: config.Ports, timeout: float, say: Say) -> ClusterInfo:
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     for d in (paths.root, paths.run, paths.logs, paths.config, paths.kubeconfigs):
@@ -170,8 +197,8 @@ def _up(paths: ClusterPaths, timeout: float, say: Say) -> ClusterInfo:
     written = ensure_pki(PkiFiles(paths.pki))
     if written:
         say(f"certificates written: {', '.join(written)}")
-    _write_client_kubeconfigs(paths)
-    ctx = _context(paths, binaries, pool.state_dir)
+    _write_client_kubeconfigs(paths, ports)
+    ctx = _context(paths, binaries, pool.state_dir, ports)
     deadline = time.monotonic() + timeout
     t_start = time.monotonic()
     pids: dict[str, int] = {}
@@ -202,7 +229,7 @@ def _up(paths: ClusterPaths, timeout: float, say: Say) -> ClusterInfo:
         vk_namespace=config.VK_NAMESPACE,
         vk_service_account=config.VK_SERVICE_ACCOUNT,
         plugin_socket=paths.plugin_socket,
-        plugin_instance=config.PLUGIN_INSTANCE,
+        plugin_instance=ctx.plugin_instance,
         interlink_url=f"http://{config.HOST}:{ctx.ports.interlink}",
         kubelet_port=ctx.ports.kubelet,
         ports=ctx.ports.all(),
@@ -271,10 +298,10 @@ def _write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _write_client_kubeconfigs(paths: ClusterPaths) -> None:
+def _write_client_kubeconfigs(paths: ClusterPaths, ports: config.Ports) -> None:
     pki = PkiFiles(paths.pki)
     ca = pki.ca_cert.read_bytes()
-    server = config.apiserver_url()
+    server = config.apiserver_url(ports)
     for who, cert in (
         ("admin", "admin"),
         ("controller-manager", "controller-manager"),
@@ -475,7 +502,7 @@ def restart(
             raise ClusterError(
                 "the cluster is not running; start it with: interlink-htcondor cluster up"
             )
-        ctx = _context(paths, dict(info.binaries), info.pool_state_dir)
+        ctx = _info_context(paths, info)
         pid = info.pids.get(comp.name, 0)
         owns = _matcher(ctx, comp)
         report(f"stopping {comp.name}")
@@ -506,8 +533,11 @@ def down(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> bool:
     _require_root("stopping the cluster")
     with locked(paths):
         info = load_info(paths)
-        binaries = dict(info.binaries) if info else _known_binaries(paths)
-        ctx = _context(paths, binaries, Path("/"))
+        ctx = (
+            _info_context(paths, info)
+            if info
+            else _context(paths, _known_binaries(paths), Path("/"))
+        )
         running = False
         for comp in reversed(COMPONENTS):
             owns = _matcher(ctx, comp)
@@ -516,7 +546,7 @@ def down(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> bool:
             if pid:
                 found.add(pid)
             for p in sorted(found):
-                if processes.alive(p) and owns(processes.cmdline(p)):
+                if processes.alive(p) and owns(p):
                     running = True
                     if processes.stop(p, owns):
                         report(f"{comp.name} did not stop in time and was killed")

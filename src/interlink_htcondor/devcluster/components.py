@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, probes
+from . import config, probes, processes
 from .pki import PkiFiles
 from .processes import Launch
 from .state import ClusterPaths
 
+# Set for every process of a cluster: its state directory (how `down` recognises them).
+MARKER_ENV = "INTERLINK_HTCONDOR_CLUSTER"
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG": "C.UTF-8",
@@ -33,6 +35,7 @@ class Context:
     binaries: dict[str, Path]  # etcd, kube-apiserver, ..., interlink, virtual-kubelet
     pool_state_dir: Path
     ports: config.Ports = config.PORTS
+    plugin_instance: str = config.PLUGIN_INSTANCE
 
     @property
     def pki(self) -> PkiFiles:
@@ -46,7 +49,7 @@ class Context:
 class Component:
     name: str
     launch: Callable[[Context], Launch]
-    owns: Callable[[Context, list[str]], bool]  # is this command line ours?
+    owns: Callable[[Context, int], bool]  # is this process ours?
     ready: Callable[[Context], str | None]  # None when ready, else why not
     start_timeout: float = 60.0
 
@@ -55,16 +58,24 @@ def _launch(ctx: Context, name: str, argv: list[str], env: dict[str, str] | None
     return Launch(
         name=name,
         argv=argv,
-        env={**BASE_ENV, **(env or {})},
+        env={**BASE_ENV, MARKER_ENV: str(ctx.paths.root), **(env or {})},
         log=ctx.paths.log(name),
         pid_file=ctx.paths.pid_file(name),
         cwd=ctx.paths.run,
     )
 
 
-def _runs(binary: str) -> Callable[[Context, list[str]], bool]:
-    def owns(ctx: Context, argv: list[str]) -> bool:
-        return bool(argv) and argv[0] == str(ctx.binaries[binary])
+def _runs(binary: str) -> Callable[[Context, int], bool]:
+    """Our process: this executable, started for this cluster (several clusters share the
+    executables)."""
+
+    def owns(ctx: Context, pid: int) -> bool:
+        argv = processes.cmdline(pid)
+        return (
+            bool(argv)
+            and argv[0] == str(ctx.binaries[binary])
+            and processes.environ(pid).get(MARKER_ENV) == str(ctx.paths.root)
+        )
 
     return owns
 
@@ -230,14 +241,15 @@ def _plugin(ctx: Context) -> Launch:
         ],
         {
             "INTERLINK_HTCONDOR_POOL_DIR": str(ctx.pool_state_dir),
-            "INTERLINK_HTCONDOR_POLICY__INSTANCE": config.PLUGIN_INSTANCE,
+            "INTERLINK_HTCONDOR_POLICY__INSTANCE": ctx.plugin_instance,
             "INTERLINK_HTCONDOR_POLICY__MAX_PODS": str(config.MAX_PODS),
             **{k: v for k, v in os.environ.items() if k in ("VIRTUAL_ENV", "PYTHONPATH")},
         },
     )
 
 
-def _plugin_owns(ctx: Context, argv: list[str]) -> bool:
+def _plugin_owns(ctx: Context, pid: int) -> bool:
+    argv = processes.cmdline(pid)
     sock = str(ctx.paths.plugin_socket)
     return "serve" in argv and any(
         a == "--socket" and i + 1 < len(argv) and argv[i + 1] == sock for i, a in enumerate(argv)
@@ -252,6 +264,8 @@ def _plugin_ready(ctx: Context) -> str | None:
 
 
 def _interlink(ctx: Context) -> Launch:
+    # Its flag -interlinkconfigpath is defined after main's flag.Parse, which then refuses
+    # it: the environment variable it also reads.
     return _launch(
         ctx,
         "interlink",
@@ -269,10 +283,12 @@ def _virtual_kubelet(ctx: Context) -> Launch:
     return _launch(
         ctx,
         "virtual-kubelet",
-        [str(ctx.binaries["virtual-kubelet"])],
+        [
+            str(ctx.binaries["virtual-kubelet"]),
+            f"-configpath={ctx.config_file('virtual-kubelet.yaml')}",
+            f"-nodename={config.NODE_NAME}",
+        ],
         {
-            "NODENAME": config.NODE_NAME,
-            "CONFIGPATH": str(ctx.config_file("virtual-kubelet.yaml")),
             "KUBECONFIG": str(ctx.paths.kubeconfig("virtual-kubelet")),
             # Its kubelet API (logs) on loopback, and the node's InternalIP.
             "KUBELET_URL": config.HOST,
@@ -296,7 +312,13 @@ def _kubelet_listening(ctx: Context) -> str | None:
 
 COMPONENTS: tuple[Component, ...] = (
     Component("etcd", _etcd, _runs("etcd"), _etcd_ready),
-    Component("kube-apiserver", _apiserver, _runs("kube-apiserver"), _apiserver_ready, 120),
+    Component(
+        "kube-apiserver",
+        _apiserver,
+        _runs("kube-apiserver"),
+        _apiserver_ready,
+        120,
+    ),
     Component(
         "kube-controller-manager",
         _controller_manager,
@@ -304,11 +326,19 @@ COMPONENTS: tuple[Component, ...] = (
         _healthz(lambda p: p.controller_manager),
     ),
     Component(
-        "kube-scheduler", _scheduler, _runs("kube-scheduler"), _healthz(lambda p: p.scheduler)
+        "kube-scheduler",
+        _scheduler,
+        _runs("kube-scheduler"),
+        _healthz(lambda p: p.scheduler),
     ),
     Component("plugin", _plugin, _plugin_owns, _plugin_ready, 90),
     Component("interlink", _interlink, _runs("interlink"), _interlink_ready),
-    Component("virtual-kubelet", _virtual_kubelet, _runs("virtual-kubelet"), _kubelet_listening),
+    Component(
+        "virtual-kubelet",
+        _virtual_kubelet,
+        _runs("virtual-kubelet"),
+        _kubelet_listening,
+    ),
 )
 
 BY_NAME = {c.name: c for c in COMPONENTS}

@@ -34,6 +34,10 @@ class Ports:
     def all(self) -> dict[str, int]:
         return dict(vars(self))
 
+    def shifted(self, offset: int) -> Ports:
+        """Every port moved by ``offset`` (a second cluster on the same machine)."""
+        return Ports(**{k: v + offset for k, v in self.all().items()})
+
 
 PORTS = Ports()
 VK_NAMESPACE = rbac.NAMESPACE

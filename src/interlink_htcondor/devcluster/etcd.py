@@ -2,7 +2,8 @@
 
 The pool's root file system is Debian sid with apt set up for the pool's mirror, so ``apt-get
 download etcd-server`` there fetches the package without touching the host's apt or the root
-file system's installed packages. The binary is a static Go executable that runs on the host;
+file system's installed packages. The binary (Go, linked against glibc with only symbols that
+Debian 12's glibc has too) runs on the host, which `etcd --version` checks once;
 it is unpacked into ``<cluster>/bin/etcd-<Debian version>/etcd`` and cached there.
 """
 

@@ -44,6 +44,16 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
 
 
+def environ(pid: int) -> dict[str, str]:
+    """The process's environment at its start (readable by root or its owner)."""
+    out = {}
+    for item in _read(f"/proc/{pid}/environ").split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
 def alive(pid: int) -> bool:
     """Running (not a zombie)."""
     stat = _read(f"/proc/{pid}/stat").decode(errors="replace")
@@ -57,13 +67,13 @@ def pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]  # noqa: PTH208
 
 
-Matcher = Callable[[list[str]], bool]
+Matcher = Callable[[int], bool]  # is this pid the process we mean?
 
 
 def find(match: Matcher) -> list[int]:
-    """Live processes whose command line ``match`` accepts."""
+    """Live processes that ``match`` accepts."""
     me = os.getpid()
-    return [p for p in pids() if p != me and alive(p) and match(cmdline(p))]
+    return [p for p in pids() if p != me and alive(p) and match(p)]
 
 
 def start(launch: Launch, timeout: float = 10) -> int:
@@ -110,7 +120,7 @@ def read_pid(pid_file: Path) -> int:
 def stop(pid: int, match: Matcher, grace: float = 15) -> bool:
     """SIGTERM, then SIGKILL after ``grace`` seconds, if ``pid`` is still the process that
     ``match`` recognises. True when SIGKILL was needed."""
-    if pid <= 0 or not alive(pid) or not match(cmdline(pid)):
+    if pid <= 0 or not alive(pid) or not match(pid):
         return False
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)

@@ -19,13 +19,15 @@ INFO_VERSION = 1
 
 @dataclass(frozen=True)
 class ClusterPaths:
-    """Layout of ``<pool state>/cluster``."""
+    """Layout of ``<pool state>/cluster``. ``bin_root`` puts the binary cache elsewhere (a
+    second cluster, e.g. in a test, shares the first one's builds)."""
 
     root: Path
+    bin_root: Path | None = None
 
     @property
     def bin(self) -> Path:
-        return self.root / "bin"
+        return self.bin_root if self.bin_root is not None else self.root / "bin"
 
     def bin_dir(self, component: str, version: str) -> Path:
         """Built or fetched binaries of one component at one version."""

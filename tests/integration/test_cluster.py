@@ -1,0 +1,171 @@
+"""The development cluster end to end: Kubernetes' API server and scheduler, interLink's
+virtual kubelet and API server, the plugin, the personal pool. Pods go through the Kubernetes
+API only; their jobs are looked up in the pool's schedd."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kube_harness import KubeCluster, job_constraint, load_manifest, phase_is
+from kubernetes.utils import parse_quantity
+
+from interlink_htcondor import devcluster
+from interlink_htcondor.devcluster import config as cconfig
+from interlink_htcondor.devcluster import probes, processes
+from interlink_htcondor.devcluster.components import MARKER_ENV
+from interlink_htcondor.devpool import PoolInfo
+
+INTERLINK_TAINT = ("virtual-node.interlink/no-schedule", "true", "NoSchedule")
+
+
+def cluster_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "interlink_htcondor", "cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def jobs(schedd: Any, cluster: KubeCluster, uid: str, history: bool = False) -> list[Any]:
+    c = job_constraint(cluster, uid)
+    found = list(schedd.query(constraint=c, projection=["ClusterId", "ProcId", "JobStatus"]))
+    if history:
+        found += list(schedd.history(constraint=c, projection=["ClusterId", "ProcId"], match=10))
+    return found
+
+
+def test_node_is_ready_with_the_pool_capacity_and_interlinks_taint(
+    kube_cluster: KubeCluster, pool: PoolInfo
+) -> None:
+    node = kube_cluster.core.read_node(kube_cluster.node_name)
+    ready = next(c for c in node.status.conditions if c.type == "Ready")
+    assert ready.status == "True", ready
+    taints = [(t.key, t.value, t.effect) for t in node.spec.taints or []]
+    assert taints.count(INTERLINK_TAINT) == 1, taints
+    assert not [t for t in taints if t[0].startswith("node.kubernetes.io/")], taints
+    cap = node.status.capacity
+    # What the pool really offers (its collector), as the plugin's ping reports it.
+    assert parse_quantity(cap["cpu"]) == pool.slots
+    assert parse_quantity(cap["memory"]) == pool.slots * pool.slot_memory_mib * 2**20
+    assert parse_quantity(cap["pods"]) == cconfig.MAX_PODS
+    ping = probes.plugin_ping(kube_cluster.plugin_socket)["resources"]
+    assert parse_quantity(cap["cpu"]) == parse_quantity(ping["cpu"])
+    assert parse_quantity(cap["memory"]) == parse_quantity(ping["memory"])
+    assert parse_quantity(cap["pods"]) == parse_quantity(ping["pods"])
+    assert node.status.allocatable == cap
+    assert node.metadata.labels["virtual-node.interlink/type"] == "virtual-kubelet"
+    assert node.status.node_info.kubelet_version == devcluster.versions.INTERLINK
+    # interLink's API server answered the virtual kubelet's ping through the plugin.
+    connectivity = next(c for c in node.status.conditions if c.type == "InterlinkConnectivity")
+    assert connectivity.status == "True", connectivity
+
+
+def test_hello_world_pod_succeeds_through_kubernetes_as_a_job(
+    kube_cluster: KubeCluster, kube_namespace: str, schedd: Any
+) -> None:
+    manifest = load_manifest("hello-world.json")
+    created = kube_cluster.create_pod(manifest, kube_namespace)
+    uid = created.metadata.uid
+    pod = kube_cluster.wait_pod(
+        kube_namespace, "hello-world", phase_is("Succeeded", "Failed"), what="a final phase"
+    )
+    assert pod.status.phase == "Succeeded", pod.status
+    assert pod.spec.node_name == kube_cluster.node_name  # placed by the scheduler
+    [status] = pod.status.container_statuses
+    assert status.name == "hello"
+    assert status.state.terminated is not None, status
+    assert status.state.terminated.exit_code == 0
+    # One HTCondor job of the cluster's plugin, and its id is the pod's JobID annotation.
+    found = jobs(schedd, kube_cluster, uid, history=True)
+    ids = {f"{ad['ClusterId']}.{ad['ProcId']}" for ad in found}
+    assert len(ids) == 1, found
+    assert pod.metadata.annotations.get("JobID") in ids | {str(found[0]["ClusterId"])}
+    logs = kube_cluster.kubectl_ok("logs", "-n", kube_namespace, "hello-world", "-c", "hello")
+    assert logs.strip() == "hello world"
+
+
+def test_kubectl_delete_pod_removes_its_job(
+    kube_cluster: KubeCluster, kube_namespace: str, schedd: Any
+) -> None:
+    manifest = load_manifest("sleeper.yaml")
+    manifest["spec"]["containers"][0]["env"] = [{"name": "SECONDS_TO_SLEEP", "value": "600"}]
+    manifest["spec"]["nodeSelector"] = {"kubernetes.io/hostname": kube_cluster.node_name}
+    uid = kube_cluster.create_pod(manifest, kube_namespace).metadata.uid
+    kube_cluster.wait_pod(kube_namespace, "sleeper", phase_is("Running"), what="Running")
+    assert [ad["JobStatus"] for ad in jobs(schedd, kube_cluster, uid)] == [2]  # running
+    kube_cluster.kubectl_ok(
+        "delete", "pod", "-n", kube_namespace, "sleeper", "--wait=true", timeout=120
+    )
+    kube_cluster.pod_gone(kube_namespace, "sleeper")
+    deadline = time.monotonic() + 60
+    while jobs(schedd, kube_cluster, uid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs(schedd, kube_cluster, uid) == []
+
+
+def test_cluster_up_again_returns_at_once_with_the_same_processes(
+    kube_cluster: KubeCluster,
+) -> None:
+    before = dict(kube_cluster.info.pids)
+    start = time.monotonic()
+    r = cluster_cli("up", "--quiet")
+    elapsed = time.monotonic() - start
+    assert r.returncode == 0, r.stderr
+    assert elapsed < 10, f"a second cluster up took {elapsed:.1f} s"
+    info = devcluster.read_info()
+    assert info is not None and info.pids == before
+    root = str(info.state_dir)
+    marked = [p for p in processes.pids() if processes.environ(p).get(MARKER_ENV) == root]
+    assert sorted(marked) == sorted(before.values()), "one process per component, no other"
+    env = cluster_cli("env")
+    assert f"export KUBECONFIG={info.kubeconfig}" in env.stdout
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_cluster_down_leaves_no_process_and_warm_up(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """A second cluster beside the shared one (own state directory and ports, the same
+    builds): up, down (no process, no listener), warm up again, down. The shared cluster
+    is not touched."""
+    shared_before = dict(kube_cluster.info.pids)
+    paths = devcluster.ClusterPaths(tmp_path / "cluster", bin_root=devcluster.default_paths().bin)
+    ports = cconfig.PORTS.shifted(1000)
+    assert not [p for p in ports.all().values() if _listening(p)]
+    root = str(paths.root)
+
+    def ours() -> list[int]:
+        return [p for p in processes.pids() if processes.environ(p).get(MARKER_ENV) == root]
+
+    try:
+        info = devcluster.ensure_up(paths=paths, ports=ports, say=None)
+        assert sorted(ours()) == sorted(info.pids.values())
+        assert devcluster.down(paths=paths, say=None) is True
+        assert ours() == []
+        assert not [p for p in ports.all().values() if _listening(p)]
+        assert not paths.plugin_socket.exists()
+        assert devcluster.read_info(paths) is None
+        start = time.monotonic()
+        info = devcluster.ensure_up(paths=paths, ports=ports, say=None)
+        warm = time.monotonic() - start
+        print(f"\nwarm cluster up: {warm:.1f} s; timings {info.timings}")
+        # The virtual kubelet pings interLink first 30 s after it starts (fixed at the pinned
+        # commit), and its node is Ready only then.
+        assert warm < 30 + 30, f"warm cluster up took {warm:.1f} s"
+    finally:
+        devcluster.down(paths=paths, say=None)
+    assert ours() == []
+    shared = devcluster.read_info()
+    assert shared is not None and shared.pids == shared_before
