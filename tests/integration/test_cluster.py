@@ -118,7 +118,8 @@ def test_cluster_up_again_returns_at_once_with_the_same_processes(
     r = cluster_cli("up", "--quiet")
     elapsed = time.monotonic() - start
     assert r.returncode == 0, r.stderr
-    assert elapsed < 10, f"a second cluster up took {elapsed:.1f} s"
+    # Starting anything would take 30 s at least (the virtual kubelet's first ping).
+    assert elapsed < 20, f"a second cluster up took {elapsed:.1f} s"
     info = devcluster.read_info()
     assert info is not None and info.pids == before
     root = str(info.state_dir)
@@ -160,10 +161,12 @@ def test_cluster_down_leaves_no_process_and_warm_up(
         start = time.monotonic()
         info = devcluster.ensure_up(paths=paths, ports=ports, say=None)
         warm = time.monotonic() - start
-        print(f"\nwarm cluster up: {warm:.1f} s; timings {info.timings}")
+        # Timings are reported, not asserted (the machine is shared); a warm up builds nothing.
         # The virtual kubelet pings interLink first 30 s after it starts (fixed at the pinned
-        # commit), and its node is Ready only then.
-        assert warm < 30 + 30, f"warm cluster up took {warm:.1f} s"
+        # commit), and its node is Ready only then: that is most of a warm up.
+        print(f"\nwarm cluster up: {warm:.1f} s; timings {info.timings}")
+        assert not [k for k in info.timings if k.startswith("build")], info.timings
+        assert sorted(ours()) == sorted(info.pids.values())
     finally:
         devcluster.down(paths=paths, say=None)
     assert ours() == []

@@ -204,7 +204,9 @@ def _up(paths: ClusterPaths, ports: config.Ports, timeout: float, say: Say) -> C
     pids: dict[str, int] = {}
 
     def ensure(name: str) -> None:
+        t = time.monotonic()
         pids[name] = _ensure_running(ctx, named(name), deadline, say)
+        timings[name] = round(time.monotonic() - t, 1)
 
     ensure("etcd")
     ensure("kube-apiserver")
@@ -217,7 +219,9 @@ def _up(paths: ClusterPaths, ports: config.Ports, timeout: float, say: Say) -> C
     _write_vk_kubeconfig(ctx, deadline)
     _write_vk_config(ctx)
     ensure("virtual-kubelet")
+    t = time.monotonic()
     _wait_node_ready(ctx, min(deadline, time.monotonic() + NODE_READY_TIMEOUT))
+    timings["node_ready"] = round(time.monotonic() - t, 1)
     _wait_default_service_account(ctx, deadline)
     timings["start"] = round(time.monotonic() - t_start, 1)
     timings["total"] = round(time.monotonic() - t0, 1)
