@@ -129,6 +129,20 @@ def test_cluster_up_again_returns_at_once_with_the_same_processes(
     assert f"export KUBECONFIG={info.kubeconfig}" in env.stdout
 
 
+def test_restart_one_component_keeps_the_others(kube_cluster: KubeCluster) -> None:
+    before = devcluster.read_info()
+    assert before is not None
+    after = devcluster.restart("interlink", say=None)
+    assert after.pids["interlink"] != before.pids["interlink"]
+    assert {k: v for k, v in after.pids.items() if k != "interlink"} == {
+        k: v for k, v in before.pids.items() if k != "interlink"
+    }
+    assert devcluster.read_info() == after
+    assert set(devcluster.health(after).values()) == {None}  # every probe passes
+    node = kube_cluster.core.read_node(kube_cluster.node_name)
+    assert next(c for c in node.status.conditions if c.type == "Ready").status == "True"
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)

@@ -37,7 +37,7 @@ Components, in start order (``COMPONENTS``): ``etcd``, ``kube-apiserver``,
 
 from __future__ import annotations
 
-from .cluster import build_all, down, ensure_up, read_info, restart
+from .cluster import build_all, down, ensure_up, health, read_info, restart
 from .components import ALIASES, COMPONENTS
 from .errors import ClusterError
 from .state import ClusterInfo, ClusterPaths, default_paths
@@ -54,6 +54,7 @@ __all__ = [
     "default_paths",
     "down",
     "ensure_up",
+    "health",
     "read_info",
     "restart",
 ]

@@ -261,7 +261,7 @@ def _ensure_running(ctx: Context, comp: Component, deadline: float, say: Say) ->
     owns = _matcher(ctx, comp)
     for other in processes.find(owns):
         if other != pid:
-            processes.stop(other, owns)
+            processes.stop(other, owns, comp.stop_grace)
     if pid == 0:
         say(f"starting {comp.name}")
         pid = processes.start(comp.launch(ctx))
@@ -510,9 +510,9 @@ def restart(
         pid = info.pids.get(comp.name, 0)
         owns = _matcher(ctx, comp)
         report(f"stopping {comp.name}")
-        processes.stop(pid, owns)
+        processes.stop(pid, owns, comp.stop_grace)
         for other in processes.find(owns):
-            processes.stop(other, owns)
+            processes.stop(other, owns, comp.stop_grace)
         deadline = time.monotonic() + timeout
         if comp.name == "interlink":
             _write_interlink_config(ctx)
@@ -552,7 +552,7 @@ def down(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> bool:
             for p in sorted(found):
                 if processes.alive(p) and owns(p):
                     running = True
-                    if processes.stop(p, owns):
+                    if processes.stop(p, owns, comp.stop_grace):
                         report(f"{comp.name} did not stop in time and was killed")
         left = [p for comp in COMPONENTS for p in processes.find(_matcher(ctx, comp))]
         if left:

@@ -52,6 +52,7 @@ class Component:
     owns: Callable[[Context, int], bool]  # is this process ours?
     ready: Callable[[Context], str | None]  # None when ready, else why not
     start_timeout: float = 60.0
+    stop_grace: float = 15.0  # SIGTERM, then SIGKILL after this long
 
 
 def _launch(ctx: Context, name: str, argv: list[str], env: dict[str, str] | None = None) -> Launch:
@@ -317,7 +318,9 @@ COMPONENTS: tuple[Component, ...] = (
         _apiserver,
         _runs("kube-apiserver"),
         _apiserver_ready,
-        120,
+        start_timeout=120,
+        # It stops serving at once on SIGTERM but its process lingers (about 15 s here).
+        stop_grace=5,
     ),
     Component(
         "kube-controller-manager",
