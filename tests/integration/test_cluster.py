@@ -123,7 +123,7 @@ def test_cluster_up_again_returns_at_once_with_the_same_processes(
     info = devcluster.read_info()
     assert info is not None and info.pids == before
     root = str(info.state_dir)
-    marked = [p for p in processes.pids() if processes.environ(p).get(MARKER_ENV) == root]
+    marked = [p for p in processes.pids() if (processes.environ(p) or {}).get(MARKER_ENV) == root]
     assert sorted(marked) == sorted(before.values()), "one process per component, no other"
     env = cluster_cli("env")
     assert f"export KUBECONFIG={info.kubeconfig}" in env.stdout
@@ -162,7 +162,7 @@ def test_cluster_down_leaves_no_process_and_warm_up(
     root = str(paths.root)
 
     def ours() -> list[int]:
-        return [p for p in processes.pids() if processes.environ(p).get(MARKER_ENV) == root]
+        return [p for p in processes.pids() if (processes.environ(p) or {}).get(MARKER_ENV) == root]
 
     try:
         info = devcluster.ensure_up(paths=paths, ports=ports, say=None)

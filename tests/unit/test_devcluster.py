@@ -355,3 +355,60 @@ def test_components_by_name_and_alias() -> None:
 
 def test_cluster_command_is_registered() -> None:
     assert COMMANDS["cluster"][0] == "interlink_htcondor.devcluster.cli"
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def test_detached_process_lifecycle(tmp_path: Path) -> None:
+    """A component process: its own session, not our child, recognised by its marker, stopped
+    by SIGTERM; a process the matcher does not accept is left alone."""
+    import os
+
+    from interlink_htcondor.devcluster import processes
+
+    launch = processes.Launch(
+        name="sleeper",
+        argv=["sleep", "300"],
+        env={"PATH": "/usr/bin:/bin", "MARK": str(tmp_path)},
+        log=tmp_path / "logs" / "sleeper.log",
+        pid_file=tmp_path / "run" / "sleeper.pid",
+    )
+    pid = processes.start(launch)
+    try:
+        assert processes.read_pid(launch.pid_file) == pid
+        assert processes.alive(pid)
+        assert processes.cmdline(pid) == ["sleep", "300"]
+        assert (processes.environ(pid) or {}).get("MARK") == str(tmp_path)
+        assert os.getsid(pid) == pid  # a session of its own
+        assert pid not in _children()
+
+        def ours(p: int) -> bool:
+            return (processes.environ(p) or {}).get("MARK") == str(tmp_path)
+
+        assert processes.find(ours) == [pid]
+        assert processes.stop(pid, lambda p: False) is False  # not ours: untouched
+        assert processes.alive(pid)
+        assert processes.stop(pid, ours, grace=5) is False  # ended by SIGTERM
+        assert not processes.alive(pid)
+        assert processes.find(ours) == []
+        assert "start sleeper: sleep 300" in launch.log.read_text()
+    finally:
+        if processes.alive(pid):
+            os.kill(pid, 9)
+
+
+def _children() -> set[int]:
+    import os
+
+    me = str(os.getpid())
+    out = set()
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                out.add(int(p.name))
+    return out

@@ -72,11 +72,12 @@ def _runs(binary: str) -> Callable[[Context, int], bool]:
 
     def owns(ctx: Context, pid: int) -> bool:
         argv = processes.cmdline(pid)
-        return (
-            bool(argv)
-            and argv[0] == str(ctx.binaries[binary])
-            and processes.environ(pid).get(MARKER_ENV) == str(ctx.paths.root)
-        )
+        if not argv or argv[0] != str(ctx.binaries[binary]):
+            return False
+        env = processes.environ(pid)
+        # A user other than root cannot read root's processes' environment: trust the rest
+        # (read-only commands such as `cluster env`).
+        return env.get(MARKER_ENV) == str(ctx.paths.root) if env is not None else os.geteuid() != 0
 
     return owns
 

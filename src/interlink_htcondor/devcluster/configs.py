@@ -67,7 +67,7 @@ class InterlinkConfig:
     port: int
     plugin_socket: str
     data_dir: str
-    verbose: bool = True
+    verbose: bool = False  # debug level logs every status poll and node patch
 
     def document(self) -> dict[str, Any]:
         return {
@@ -92,7 +92,7 @@ class VirtualKubeletConfig:
     namespace: str
     service_account: str
     labels: dict[str, str] = field(default_factory=dict)
-    verbose: bool = True
+    verbose: bool = False  # debug level logs every status poll and node patch
 
     def document(self) -> dict[str, Any]:
         res = self.resources

@@ -44,10 +44,16 @@ def cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
 
 
-def environ(pid: int) -> dict[str, str]:
-    """The process's environment at its start (readable by root or its owner)."""
+def environ(pid: int) -> dict[str, str] | None:
+    """The process's environment at its start; None when unreadable (only root and the
+    process's owner may read it)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
     out = {}
-    for item in _read(f"/proc/{pid}/environ").split(b"\0"):
+    for item in raw.split(b"\0"):
         key, sep, value = item.partition(b"=")
         if sep:
             out[key.decode(errors="replace")] = value.decode(errors="replace")
