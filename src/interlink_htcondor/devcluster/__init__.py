@@ -19,6 +19,8 @@ Python API::
     info.node_name, info.plugin_socket, info.plugin_instance, info.interlink_url
     info.log_path("virtual-kubelet")  # each component's log
     devcluster.restart("plugin")      # or "interlink", "vk", "apiserver", ...; waits until ready
+    devcluster.health(info)           # {component: None when ready, else why not}
+    devcluster.build_all()            # only build (and fetch) what is missing; {name: executable}
     devcluster.down()                 # no process left (root); data and binaries stay
 
 ``ClusterInfo`` fields: ``state_dir``, ``kubeconfig``, ``server`` (``https://127.0.0.1:16443``),

@@ -90,10 +90,7 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    info = read_info()
-    if info is None:
-        print("cluster: not running (interlink-htcondor cluster up)")
-        return 3
+    info = _require_info()
     print(
         f"cluster: running, API server {info.server}, node {info.node_name}, state {info.state_dir}"
     )
