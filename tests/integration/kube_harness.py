@@ -174,6 +174,19 @@ class KubeCluster:
             f"{pod.status.phase}, status {pod.status.to_dict()}\nevents:\n{events}"
         )
 
+    def wait_node_ready(self, timeout: float = 90) -> Any:
+        """The node once its Ready condition is True. It turns False for up to 30 s when a
+        ping of interLink fails (e.g. while a test restarts a component)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            node = self.core.read_node(self.node_name)
+            ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+            if ready is not None and ready.status == "True":
+                return node
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {self.node_name} not Ready after {timeout} s: {ready}")
+            time.sleep(1)
+
     def pod_gone(self, namespace: str, name: str, timeout: float = 120) -> None:
         from kubernetes.client.exceptions import ApiException
 

@@ -310,7 +310,7 @@ def test_a_ping_without_capacity_is_an_error(body: object) -> None:
 def test_virtual_kubelet_config_carries_the_pool_capacity() -> None:
     res = configs.NodeResources("8", "16384Mi", "110", taints=(("site", "grid", "NoSchedule"),))
     doc = configs.VirtualKubeletConfig(
-        interlink_port=13000,
+        interlink_socket="/r/interlink.sock",
         apiserver_port=16443,
         resources=res,
         namespace="interlink",
@@ -320,17 +320,16 @@ def test_virtual_kubelet_config_carries_the_pool_capacity() -> None:
     assert doc["Resources"]["Memory"] == "16384Mi"
     assert doc["Resources"]["Pods"] == "110"
     assert doc["NodeTaints"] == [{"Key": "site", "Value": "grid", "Effect": "NoSchedule"}]
-    assert doc["InterlinkURL"] == "http://127.0.0.1" and doc["InterlinkPort"] == "13000"
+    assert doc["InterlinkURL"] == "unix:///r/interlink.sock"
     assert doc["KubernetesApiAddr"] == "127.0.0.1" and doc["KubernetesApiPort"] == "16443"
     assert yaml.safe_load(configs.dump(doc)) == doc
 
 
-def test_interlink_config_listens_on_loopback_and_calls_the_plugin_socket() -> None:
+def test_interlink_config_listens_and_calls_on_unix_sockets() -> None:
     doc = configs.InterlinkConfig(
-        port=13000, plugin_socket="/s/plugin.sock", data_dir="/d"
+        socket="/r/interlink.sock", plugin_socket="/s/plugin.sock", data_dir="/d"
     ).document()
-    assert doc["InterlinkAddress"] == "http://127.0.0.1"
-    assert doc["InterlinkPort"] == "13000"
+    assert doc["InterlinkAddress"] == "unix:///r/interlink.sock"
     assert doc["SidecarURL"] == "unix:///s/plugin.sock"
     assert doc["DataRootFolder"] == "/d/"
 

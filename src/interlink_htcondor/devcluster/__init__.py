@@ -16,7 +16,7 @@ Python API::
     info.kubeconfig                   # admin kubeconfig (system:masters)
     info.kubectl("get", "node", "-o", "json")   # CompletedProcess, output captured
     api = info.api_client()           # kubernetes.client.ApiClient for the admin
-    info.node_name, info.plugin_socket, info.plugin_instance, info.interlink_url
+    info.node_name, info.plugin_socket, info.plugin_instance, info.interlink_socket
     info.log_path("virtual-kubelet")  # each component's log
     devcluster.restart("plugin")      # or "interlink", "vk", "apiserver", ...; waits until ready
     devcluster.health(info)           # {component: None when ready, else why not}
@@ -26,7 +26,8 @@ Python API::
 ``ClusterInfo`` fields: ``state_dir``, ``kubeconfig``, ``server`` (``https://127.0.0.1:16443``),
 ``node_name`` (``htcondor-vk``), ``vk_namespace``/``vk_service_account`` (the virtual kubelet's
 identity), ``plugin_socket``, ``plugin_instance`` (``policy.instance`` of the cluster's plugin:
-its jobs carry ``InterlinkPlugin == "devcluster"``), ``interlink_url``, ``kubelet_port``,
+its jobs carry ``InterlinkPlugin == "devcluster"``), ``interlink_socket`` (interLink's API
+server, HTTP over a unix socket), ``kubelet_port``,
 ``ports``, ``versions`` (kubernetes, interlink, etcd), ``binaries`` (component -> executable,
 ``kubectl`` included), ``pids``, ``logs_dir``, ``pool_state_dir``, ``started_at``, ``timings``.
 Methods: ``env()`` (``KUBECONFIG`` and ``PATH`` with this kubectl first), ``kubectl(*args)``,

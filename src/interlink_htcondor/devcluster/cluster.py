@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import sys
@@ -234,7 +235,7 @@ def _up(paths: ClusterPaths, ports: config.Ports, timeout: float, say: Say) -> C
         vk_service_account=config.VK_SERVICE_ACCOUNT,
         plugin_socket=paths.plugin_socket,
         plugin_instance=ctx.plugin_instance,
-        interlink_url=f"http://{config.HOST}:{ctx.ports.interlink}",
+        interlink_socket=paths.interlink_socket,
         kubelet_port=ctx.ports.kubelet,
         ports=ctx.ports.all(),
         versions={
@@ -264,6 +265,8 @@ def _ensure_running(ctx: Context, comp: Component, deadline: float, say: Say) ->
             processes.stop(other, owns, comp.stop_grace)
     if pid == 0:
         say(f"starting {comp.name}")
+        if comp.prepare is not None:
+            comp.prepare(ctx)
         pid = processes.start(comp.launch(ctx))
     _wait_ready(ctx, comp, pid, min(deadline, time.monotonic() + comp.start_timeout))
     return pid
@@ -369,7 +372,7 @@ def _core(ctx: Context) -> Any:
 def _write_interlink_config(ctx: Context) -> None:
     ctx.paths.interlink_data.mkdir(parents=True, exist_ok=True)
     doc = configs.InterlinkConfig(
-        port=ctx.ports.interlink,
+        socket=str(ctx.paths.interlink_socket),
         plugin_socket=str(ctx.paths.plugin_socket),
         data_dir=str(ctx.paths.interlink_data),
     ).document()
@@ -424,7 +427,7 @@ def node_resources(ctx: Context) -> configs.NodeResources:
 
 def _write_vk_config(ctx: Context) -> None:
     doc = configs.VirtualKubeletConfig(
-        interlink_port=ctx.ports.interlink,
+        interlink_socket=str(ctx.paths.interlink_socket),
         apiserver_port=ctx.ports.apiserver,
         resources=node_resources(ctx),
         namespace=rbac.NAMESPACE,
@@ -524,7 +527,7 @@ def restart(
         if comp.name == "virtual-kubelet":
             _wait_node_ready(ctx, deadline)
         pids = {**info.pids, comp.name: new_pid}
-        info = ClusterInfo(**{**vars(info), "pids": pids})
+        info = dataclasses.replace(info, pids=pids)
         write_info(paths, info)
         return info
 
@@ -559,6 +562,7 @@ def down(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> bool:
             raise ClusterError(f"cluster processes still running after down: {left}")
         clear_info(paths, [c.name for c in COMPONENTS])
         paths.plugin_socket.unlink(missing_ok=True)
+        paths.interlink_socket.unlink(missing_ok=True)
     return running
 
 

@@ -2,7 +2,7 @@
 
 In start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the plugin
 (``interlink-htcondor serve --socket``), interLink's API server, interLink's virtual kubelet.
-Every one listens on 127.0.0.1 only.
+Every one listens on 127.0.0.1 or on a unix socket in the state directory.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Component:
     ready: Callable[[Context], str | None]  # None when ready, else why not
     start_timeout: float = 60.0
     stop_grace: float = 15.0  # SIGTERM, then SIGKILL after this long
+    # Before a start (no process of it runs then): clear what a killed one left.
+    prepare: Callable[[Context], None] | None = None
 
 
 def _launch(ctx: Context, name: str, argv: list[str], env: dict[str, str] | None = None) -> Launch:
@@ -276,9 +278,14 @@ def _interlink(ctx: Context) -> Launch:
     )
 
 
+def _interlink_prepare(ctx: Context) -> None:
+    # It removes its socket on SIGTERM only; listening fails on a leftover one.
+    ctx.paths.interlink_socket.unlink(missing_ok=True)
+
+
 def _interlink_ready(ctx: Context) -> str | None:
     # The ping goes through to the plugin: 200 only when the plugin answers too.
-    return probes.http_ok("POST", f"http://{config.HOST}:{ctx.ports.interlink}/pinglink")
+    return probes.unix_ok(ctx.paths.interlink_socket, "POST", "/pinglink")
 
 
 def _virtual_kubelet(ctx: Context) -> Launch:
@@ -336,7 +343,9 @@ COMPONENTS: tuple[Component, ...] = (
         _healthz(lambda p: p.scheduler),
     ),
     Component("plugin", _plugin, _plugin_owns, _plugin_ready, 90),
-    Component("interlink", _interlink, _runs("interlink"), _interlink_ready),
+    Component(
+        "interlink", _interlink, _runs("interlink"), _interlink_ready, prepare=_interlink_prepare
+    ),
     Component(
         "virtual-kubelet",
         _virtual_kubelet,

@@ -28,7 +28,6 @@ class Ports:
     apiserver: int = 16443
     controller_manager: int = 16257
     scheduler: int = 16259
-    interlink: int = 13000
     kubelet: int = 16250
 
     def all(self) -> dict[str, int]:

@@ -62,17 +62,23 @@ class NodeResources:
 
 @dataclass(frozen=True)
 class InterlinkConfig:
-    """interLink's API server: HTTP on loopback in front, the plugin's unix socket behind."""
+    """interLink's API server: a unix socket in front (the virtual kubelet's side), the
+    plugin's unix socket behind.
 
-    port: int
+    Over TCP, interLink's server closes connections idle for 30 s (its read timeout) while the
+    virtual kubelet pings every 30 s on a kept-alive connection: about one ping in twenty
+    then fails with EOF and the node turns NotReady for 30 s. Its unix-socket server has no
+    such timeout."""
+
+    socket: str
     plugin_socket: str
     data_dir: str
     verbose: bool = False  # debug level logs every status poll and node patch
 
     def document(self) -> dict[str, Any]:
         return {
-            "InterlinkAddress": "http://127.0.0.1",
-            "InterlinkPort": str(self.port),
+            "InterlinkAddress": f"unix://{self.socket}",
+            "InterlinkPort": "",
             "SidecarURL": f"unix://{self.plugin_socket}",
             "SidecarPort": "",
             "VerboseLogging": self.verbose,
@@ -83,10 +89,10 @@ class InterlinkConfig:
 
 @dataclass(frozen=True)
 class VirtualKubeletConfig:
-    """interLink's virtual kubelet: talks to the API server over loopback HTTP; pods get the
+    """interLink's virtual kubelet: talks to the API server over its unix socket; pods get the
     Kubernetes API's loopback address (``KUBERNETES_SERVICE_HOST``) like in-cluster pods."""
 
-    interlink_port: int
+    interlink_socket: str
     apiserver_port: int
     resources: NodeResources
     namespace: str
@@ -101,8 +107,8 @@ class VirtualKubeletConfig:
             {"ResourceType": kind, "Model": "", "Available": n} for kind, n in res.accelerators
         ]
         return {
-            "InterlinkURL": "http://127.0.0.1",
-            "InterlinkPort": str(self.interlink_port),
+            "InterlinkURL": f"unix://{self.interlink_socket}",
+            "InterlinkPort": "",
             "KubernetesApiAddr": "127.0.0.1",
             "KubernetesApiPort": str(self.apiserver_port),
             "VKTokenFile": "",
@@ -110,7 +116,7 @@ class VirtualKubeletConfig:
             "Namespace": self.namespace,
             "VerboseLogging": self.verbose,
             "ErrorsOnlyLogging": False,
-            # The API server's TLS is not involved (plain HTTP on loopback); the kubelet API
+            # No TLS to interLink's API server (a unix socket); the kubelet API
             # serves a self-signed certificate, which kube-apiserver does not check here.
             "HTTP": {"Insecure": True},
             "KubeletHTTP": {"Insecure": True},

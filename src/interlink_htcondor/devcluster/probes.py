@@ -42,18 +42,22 @@ def https_ok(url: str, ctx: ssl.SSLContext, expect: str | None = None) -> str | 
     return None
 
 
-def http_ok(method: str, url: str) -> str | None:
-    try:
-        r = httpx.request(method, url, timeout=TIMEOUT)
-    except httpx.HTTPError as e:
-        return f"{url}: {e.__class__.__name__}: {e}"
-    if r.status_code != 200:
-        return f"{url}: HTTP {r.status_code}: {r.text[:200]}"
-    return None
-
-
 def _unix(socket: Path) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=TIMEOUT)
+
+
+def unix_ok(socket: Path, method: str, path: str) -> str | None:
+    """HTTP ``method path`` over the unix socket answers 200."""
+    if not socket.exists():
+        return f"no socket at {socket} yet"
+    try:
+        with _unix(socket) as c:
+            r = c.request(method, f"http://localhost{path}")
+    except httpx.HTTPError as e:
+        return f"{socket} {path}: {e.__class__.__name__}: {e}"
+    if r.status_code != 200:
+        return f"{socket} {path}: HTTP {r.status_code}: {r.text[:200]}"
+    return None
 
 
 def plugin_ready(socket: Path) -> str | None:

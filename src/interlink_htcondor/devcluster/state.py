@@ -72,6 +72,11 @@ class ClusterPaths:
     def plugin_socket(self) -> Path:
         return self.socket_dir / "plugin.sock"
 
+    @property
+    def interlink_socket(self) -> Path:
+        """interLink's API server (the virtual kubelet's side)."""
+        return self.run / "interlink.sock"
+
     def pid_file(self, component: str) -> Path:
         return self.run / f"{component}.pid"
 
@@ -120,7 +125,7 @@ class ClusterInfo:
     vk_service_account: str
     plugin_socket: Path
     plugin_instance: str
-    interlink_url: str
+    interlink_socket: Path
     kubelet_port: int
     ports: dict[str, int]
     versions: dict[str, str]
@@ -185,7 +190,14 @@ class ClusterInfo:
         data = json.loads(text)
         if data.pop("version", None) != INFO_VERSION:
             raise ValueError("cluster info written by another version")
-        for key in ("state_dir", "kubeconfig", "plugin_socket", "logs_dir", "pool_state_dir"):
+        for key in (
+            "state_dir",
+            "kubeconfig",
+            "plugin_socket",
+            "interlink_socket",
+            "logs_dir",
+            "pool_state_dir",
+        ):
             data[key] = Path(data[key])
         data["binaries"] = {k: Path(v) for k, v in data["binaries"].items()}
         return cls(**data)
