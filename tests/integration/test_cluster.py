@@ -169,7 +169,9 @@ def test_cluster_down_leaves_no_process_and_warm_up(
     try:
         info = devcluster.ensure_up(paths=paths, ports=ports, say=None)
         assert sorted(ours()) == sorted(info.pids.values())
+        start = time.monotonic()
         assert devcluster.down(paths=paths, say=None) is True
+        print(f"\ncluster down: {time.monotonic() - start:.1f} s")
         assert ours() == []
         assert not [p for p in ports.all().values() if _listening(p)]
         assert not paths.plugin_socket.exists()
