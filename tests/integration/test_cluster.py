@@ -157,7 +157,9 @@ def test_cluster_down_leaves_no_process_and_warm_up(
     """A second cluster beside the shared one (own state directory and ports, the same
     builds): up, down (no process, no listener), warm up again, down. The shared cluster
     is not touched."""
-    shared_before = dict(kube_cluster.info.pids)
+    shared = devcluster.read_info()
+    assert shared is not None
+    shared_before = dict(shared.pids)  # (other tests may have restarted a component)
     paths = devcluster.ClusterPaths(tmp_path / "cluster", bin_root=devcluster.default_paths().bin)
     ports = cconfig.PORTS.shifted(1000)
     assert not [p for p in ports.all().values() if _listening(p)]

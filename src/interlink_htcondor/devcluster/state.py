@@ -14,7 +14,7 @@ from typing import Any
 
 from ..devpool.state import state_dir as _pool_state_dir
 
-INFO_VERSION = 1
+INFO_VERSION = 2
 
 
 @dataclass(frozen=True)
