@@ -93,6 +93,10 @@ def kube_cluster(pool: PoolInfo) -> Iterator[KubeCluster]:
 
 
 @pytest.fixture
-def kube_namespace(kube_cluster: KubeCluster) -> str:
-    """A fresh namespace of the cluster (deleted at the end of the session)."""
-    return kube_cluster.new_namespace()
+def kube_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A fresh namespace of the cluster, deleted (with its pods, so their jobs) when the test
+    ends: before the pool restart that `make test` runs last."""
+    name = kube_cluster.new_namespace()
+    yield name
+    left = kube_cluster.delete_namespaces([name])
+    assert not left, f"namespace {name} not deleted in time"

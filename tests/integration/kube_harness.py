@@ -111,23 +111,26 @@ class KubeCluster:
                     raise
             time.sleep(0.2)
 
-    def delete_namespaces(self, timeout: float = 180) -> list[str]:
-        """Delete every namespace made here and wait until they are gone; the names of those
-        still there after ``timeout``."""
+    def delete_namespaces(self, names: list[str] | None = None, timeout: float = 180) -> list[str]:
+        """Delete ``names`` (default: every namespace made here) and wait until they are gone
+        (their pods deleted through the virtual kubelet, so their jobs removed); the names of
+        those still there after ``timeout``."""
         from kubernetes.client.exceptions import ApiException
 
-        for ns in self.namespaces:
+        names = list(self.namespaces if names is None else names)
+        for ns in names:
             try:
                 self.core.delete_namespace(ns)
             except ApiException as e:
                 if e.status != 404:
                     raise
         deadline = time.monotonic() + timeout
-        left = list(self.namespaces)
+        left = names
         while left and time.monotonic() < deadline:
             left = [ns for ns in left if self._exists(ns)]
-            time.sleep(1)
-        self.namespaces = left
+            if left:
+                time.sleep(1)
+        self.namespaces = [ns for ns in self.namespaces if ns not in names or ns in left]
         return left
 
     def _exists(self, ns: str) -> bool:
