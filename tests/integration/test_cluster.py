@@ -94,6 +94,15 @@ def test_hello_world_pod_succeeds_through_kubernetes_as_a_job(
     assert logs.strip() == "hello world"
 
 
+def container_running(pod: Any) -> bool:
+    """Running as the plugin reports it. Right after the create, the virtual kubelet marks
+    the containers running itself, with the phase still Pending, until its first status poll."""
+    statuses = pod.status.container_statuses or []
+    return (
+        pod.status.phase == "Running" and bool(statuses) and statuses[0].state.running is not None
+    )
+
+
 def test_kubectl_delete_pod_removes_its_job(
     kube_cluster: KubeCluster, kube_namespace: str, schedd: Any
 ) -> None:
@@ -101,7 +110,7 @@ def test_kubectl_delete_pod_removes_its_job(
     manifest["spec"]["containers"][0]["env"] = [{"name": "SECONDS_TO_SLEEP", "value": "600"}]
     manifest["spec"]["nodeSelector"] = {"kubernetes.io/hostname": kube_cluster.node_name}
     uid = kube_cluster.create_pod(manifest, kube_namespace).metadata.uid
-    kube_cluster.wait_pod(kube_namespace, "sleeper", phase_is("Running"), what="Running")
+    kube_cluster.wait_pod(kube_namespace, "sleeper", container_running, what="a running container")
     assert [ad["JobStatus"] for ad in jobs(schedd, kube_cluster, uid)] == [2]  # running
     kube_cluster.kubectl_ok(
         "delete", "pod", "-n", kube_namespace, "sleeper", "--wait=true", timeout=120
