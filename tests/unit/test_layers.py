@@ -21,9 +21,20 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"client"},
     "dask": {"dask", "client", "core"},
     "devpool": {"devpool"},
+    "devcluster": {"devcluster", "devpool"},
     "jobside": set(),  # the job wrapper: the standard library only
     "local_plugin": {"local_plugin", "devpool"},
-    "cli": {"cli", "service", "core", "settings", "client", "devpool", "dask", "local_plugin"},
+    "cli": {
+        "cli",
+        "service",
+        "core",
+        "settings",
+        "client",
+        "devpool",
+        "devcluster",
+        "dask",
+        "local_plugin",
+    },
     "__main__": {"cli"},
 }
 

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,22 +413,12 @@ class ScheddGateway:
 
     async def capacity(self) -> Capacity:
         """What the pool's execute slots offer, summed over the collector's slot ads."""
-        resources = ("Cpus", "Memory", "Disk", "GPUs")
-        projection = [*resources, *(f"TotalSlot{r}" for r in resources), "SlotType"]
+        projection = [*_RESOURCES, *(f"TotalSlot{r}" for r in _RESOURCES), "SlotType"]
 
         def run() -> Capacity:
             coll = htcondor2.Collector(self._cfg.collector or None)
             ads = coll.query(htcondor2.AdType.Startd, projection=projection)
-            cpus = mem = gpus = 0
-            largest = dict.fromkeys(resources, 0)
-            for ad in ads:
-                p = plain(ad)
-                cpus += _num(p.get("Cpus"))
-                mem += _num(p.get("Memory"))
-                gpus += _num(p.get("GPUs"))
-                for r in resources:
-                    largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
-            return Capacity(cpus, mem, gpus, len(ads), largest)
+            return capacity_of([plain(ad) for ad in ads])
 
         return await self._call("collector", run)
 
@@ -537,6 +527,36 @@ def _attr_key(command: str) -> str:
     if c.startswith("my."):
         return c[3:]
     return ""
+
+
+_RESOURCES = ("Cpus", "Memory", "Disk", "GPUs")
+
+
+def capacity_of(slots: Sequence[Mapping[str, Any]]) -> Capacity:
+    """What execute slots offer, from their collector ads (plain dicts).
+
+    A partitionable slot counts with its totals (``TotalSlotCpus``...), and its dynamic slots
+    not at all: summing what each ad holds now dips while a job starts (the partitionable slot
+    already advertises what is left, the new dynamic slot's ad is not in yet). Static slots
+    count with their own resources."""
+    cpus = mem = gpus = counted = 0
+    largest = dict.fromkeys(_RESOURCES, 0)
+    for p in slots:
+        kind = p.get("SlotType")
+        if kind == "Dynamic":
+            continue
+        prefix = "TotalSlot" if kind == "Partitionable" else ""
+
+        def get(r: str, p: Mapping[str, Any] = p, prefix: str = prefix) -> int:
+            return _num(p.get(f"{prefix}{r}", p.get(r)))
+
+        counted += 1
+        cpus += get("Cpus")
+        mem += get("Memory")
+        gpus += get("GPUs")
+        for r in _RESOURCES:
+            largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
+    return Capacity(cpus, mem, gpus, counted, largest)
 
 
 def _num(v: Any) -> int:
