@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPEC_VERSION = 1
 SPEC_FILE = "pod.json"
 WRAPPER_FILE = "interlink-job-wrapper.py"
 LOG_DIR = "logs"
+PREVIOUS_LOG = ".previous.log"  # logs/<container>.previous.log: the instance before a restart
 VOLUME_DIR = "volumes"
 
 
@@ -43,8 +44,46 @@ class MountSpec(_Strict):
     read_only: bool = False
 
 
-class ExecAction(_Strict):
-    argv: list[str]
+class HttpGetAction(_Strict):
+    scheme: Literal["http", "https"] = "http"
+    host: str = "127.0.0.1"
+    port: int
+    path: str = "/"  # with its query, if any
+    headers: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class TcpSocketAction(_Strict):
+    host: str = "127.0.0.1"
+    port: int
+
+
+class Handler(_Strict):
+    """One probe or lifecycle action: exactly one of ``argv`` (exec in the container's
+    environment), ``http_get``, ``tcp_socket`` or ``sleep_seconds``."""
+
+    argv: list[str] | None = None
+    http_get: HttpGetAction | None = None
+    tcp_socket: TcpSocketAction | None = None
+    sleep_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Handler:
+        actions = (self.argv, self.http_get, self.tcp_socket, self.sleep_seconds)
+        if sum(a is not None for a in actions) != 1:
+            raise ValueError("a handler needs exactly one action")
+        return self
+
+
+class ProbeSpec(Handler):
+    """A probe with the kubelet's timings (defaults already applied by the translator)."""
+
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    # Liveness and startup probes only: the grace period of the kill that follows a failure.
+    termination_grace_seconds: int | None = None
 
 
 class ContainerSpec(_Strict):
@@ -58,7 +97,11 @@ class ContainerSpec(_Strict):
     env: list[tuple[str, str]] = Field(default_factory=list)  # ordered, already expanded
     mounts: list[MountSpec] = Field(default_factory=list)
     memory_limit_bytes: int | None = None
-    pre_stop: ExecAction | None = None
+    post_start: Handler | None = None
+    pre_stop: Handler | None = None
+    startup_probe: ProbeSpec | None = None
+    liveness_probe: ProbeSpec | None = None
+    readiness_probe: ProbeSpec | None = None
     apptainer_args: list[str] = Field(default_factory=list)
 
 

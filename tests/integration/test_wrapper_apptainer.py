@@ -336,7 +336,7 @@ def test_sigterm_runs_prestop_in_the_container_then_stops_it(
                 argv=["sh", "-c", main],
                 env=[("HOOK_VAR", "same-env")],
                 mounts=[jobspec.MountSpec(volume="shared", mount_path="/shared")],
-                pre_stop=jobspec.ExecAction(argv=hook),
+                pre_stop=jobspec.Handler(argv=hook),
             )
         ],
         volumes={"shared": jobspec.VolumeSpec(kind="emptyDir")},
