@@ -687,6 +687,7 @@ def _state_from_json(value: Any) -> FileState | None:
     if state not in ("waiting", "running", "terminated"):
         return None
     try:
+        restarts = int(value.get("restart_count") or 0)
         return FileState(
             attrs.ContainerState(
                 state,
@@ -694,12 +695,31 @@ def _state_from_json(value: Any) -> FileState | None:
                 str(value.get("reason") or ""),
                 int(value.get("started") or 0),
                 int(value.get("finished") or 0),
+                restarts,
+                _flag(value.get("is_started")),
+                _flag(value.get("ready")),
+                _last_state(value.get("last_state")),
             ),
             str(value.get("message") or ""),
-            int(value.get("restart_count") or 0),
+            restarts,
         )
     except (TypeError, ValueError):
         return None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _last_state(value: Any) -> attrs.LastState | None:
+    if not isinstance(value, dict):
+        return None
+    return attrs.LastState(
+        int(value.get("exit_code") or 0),
+        str(value.get("reason") or ""),
+        int(value.get("started") or 0),
+        int(value.get("finished") or 0),
+    )
 
 
 def _split(v: Any) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from interlink_htcondor import attrs
 from interlink_htcondor.server import JsonFormatter, create_app, read_status_file, session_var
 from interlink_htcondor.settings import Settings
 
@@ -320,6 +321,15 @@ def test_read_status_file(tmp_path: Path) -> None:
                         "started": 3,
                         "finished": 4,
                         "restart_count": 1,
+                        "is_started": False,
+                        "ready": False,
+                        "last_state": {
+                            "exit_code": 137,
+                            "reason": "Error",
+                            "message": "Liveness probe failed",
+                            "started": 1,
+                            "finished": 2,
+                        },
                     },
                     {"name": "bad", "state": "exploded"},
                 ],
@@ -329,7 +339,10 @@ def test_read_status_file(tmp_path: Path) -> None:
     states = read_status_file(f)
     assert set(states) == {"i", "c"}
     assert states["c"].state.exit_code == 127 and states["c"].message.endswith("not found")
-    assert states["c"].restart_count == 1
+    assert states["c"].restart_count == 1 and states["c"].state.restarts == 1
+    assert states["c"].state.last == attrs.LastState(137, "Error", 1, 2)
+    assert (states["c"].state.is_started, states["c"].state.ready) == (False, False)
+    assert states["i"].state.last is None and states["i"].state.ready is None
     assert read_status_file(tmp_path / "missing.json") == {}
     (tmp_path / "junk.json").write_text("[1,2")
     assert read_status_file(tmp_path / "junk.json") == {}
