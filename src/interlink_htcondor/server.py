@@ -20,7 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -541,12 +541,6 @@ class Plugin:
         except LogOptionError as e:
             raise HTTPError(400, f"invalid log options: {e}") from None
         pod = f"{req.namespace}/{req.pod_name}"
-        if opts.previous:
-            raise HTTPError(
-                400,
-                f"previous terminated container {req.container_name!r} in pod {pod} not "
-                "found (containers are never restarted)",
-            )
         ad = await self._find_job(req.pod_uid)
         if ad is None:
             raise HTTPError(404, f"pod {pod} (uid {req.pod_uid}) is not known to this plugin")
@@ -558,7 +552,8 @@ class Plugin:
             raise HTTPError(404, f"pod {pod} has no sandbox")
         name = req.container_name
         if runs_wrapper(ad):
-            source = LogSource((sandbox / jobspec.LOG_DIR / f"{name}.log",))
+            log = "".join((name, jobspec.PREVIOUS_LOG if opts.previous else ".log"))
+            source = LogSource((sandbox / jobspec.LOG_DIR / log,))
         else:
             source = LogSource((sandbox / f"{name}.stdout", sandbox / f"{name}.stderr"), cri=False)
         if self.gateway.spool:
@@ -566,6 +561,15 @@ class Plugin:
             if ad.get("JobStatus") != COMPLETED:
                 return PlainTextResponse(SPOOL_RUNNING_NOTE)
             await self._ensure_retrieved(jid, ad)
+        if opts.previous:
+            # The instance before the container's last restart, kept by the job wrapper (as
+            # the kubelet keeps it); it has ended, so there is nothing to follow.
+            if not source.cri or not source.paths[0].exists():
+                raise HTTPError(
+                    400,
+                    f"previous terminated container {name!r} in pod {pod} not found",
+                )
+            opts = replace(opts, follow=False)
         if not opts.follow:
             data = await asyncio.get_running_loop().run_in_executor(None, read_log, source, opts)
             return Response(data, media_type="text/plain; charset=utf-8")

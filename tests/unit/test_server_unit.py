@@ -166,8 +166,6 @@ def test_logs_validation(client: TestClient) -> None:
         {**base, "Opts": {"SinceSeconds": 5, "SinceTime": "2026-01-01T00:00:00Z"}},
     )
     assert r.status_code == 400 and "only one" in r.text
-    r = send(client, "GET", "/getLogs", {**base, "Opts": {"Previous": True}})
-    assert r.status_code == 400 and "previous" in r.text
     r = send(client, "GET", "/getLogs", {"Namespace": "default"})
     assert r.status_code == 422 and "PodUID" in r.text
     r = send(client, "GET", "/getLogs", [base])
