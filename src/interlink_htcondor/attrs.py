@@ -29,7 +29,7 @@ def state_attr(kind: Literal["init", "app"], index: int) -> str:
 StateName = Literal["waiting", "running", "terminated"]
 
 # Longest message carried in the job ad (the whole message stays in status.json).
-MAX_MESSAGE = 200
+MAX_MESSAGE = 512
 
 
 @dataclass(frozen=True)

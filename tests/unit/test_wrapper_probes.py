@@ -550,3 +550,32 @@ def test_first_restart_is_immediate_then_back_off(h: Harness, tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     assert run.state("flaky")["restart_count"] == 1
     assert "CrashLoopBackOff" not in [s.reason for s in chirped(h)]
+
+
+def test_initial_delay_counts_from_the_command_not_apptainer(h: Harness, tmp_path: Path) -> None:
+    """Apptainer may take a while to mount an image: the kubelet counts initialDelaySeconds
+    from the container's start, so a probe must not fail for Apptainer's start-up time."""
+    up, calls, stop = tmp_path / "up", tmp_path / "calls", tmp_path / "stop"
+    code = f"# slow to start\nimport pathlib\npathlib.Path({str(up)!r}).touch()\n"
+    liveness = check(
+        f"import os, sys; open({str(calls)!r}, 'a').write('x\\n')\n"
+        f"sys.exit(0 if os.path.exists({str(up)!r}) else 1)"
+    )
+    spec = h.spec(
+        [
+            container(
+                "web",
+                py(code + wait_until_stop(stop)),
+                liveness_probe=probe(liveness, initial_delay_seconds=1, failure_threshold=1),
+            )
+        ]
+    )
+    # The container's command starts 2.5 s after its apptainer process (the probes' at once).
+    h.start(spec, env={"APPTAINER_DOUBLE_SLOW_START": "2.5:# slow to start"})
+    until("two liveness probes", lambda: calls.exists() and len(calls.read_text().split()) >= 2)
+    stop.touch()
+    run = h.finish()
+    assert run.returncode == 0, run.stderr
+    st = run.state("web")
+    assert (st["reason"], st["restart_count"]) == ("Completed", 0), st
+    assert "liveness probe failed" not in run.stderr

@@ -98,7 +98,7 @@ PROBE_KEYS = (
 )
 OUTPUT_LIMIT = 10 * 1024  # of a probe's or hook's output kept for its message (kubelet: 10 KiB)
 MESSAGE_OUTPUT = 1024  # of that output quoted in the state's message (status.json)
-MAX_MESSAGE = 200  # characters of a message carried in the job ad
+MAX_MESSAGE = 512  # characters of a message carried in the job ad
 MAX_REDIRECTS = 10  # an HTTP probe follows redirects to the same host, as the kubelet does
 EXEC_START_LIMIT = 30.0  # Apptainer's own start-up before an exec probe's timeout counts
 MIN_KILL_GRACE = 2.0  # SIGTERM to SIGKILL after a preStop hook at least (kubelet: 2 s)
@@ -1283,6 +1283,7 @@ class Container(object):
         ]
         proc.stdout.close()
         proc.stderr.close()
+        start = self._watch_start(proc.pid, done)
         hook = self.spec.get("post_start")
         # Not running until its postStart hook has returned, as under the kubelet.
         if hook:
@@ -1294,7 +1295,7 @@ class Container(object):
         if hook and self._post_start(hook, proc):
             self._transition("running", started_at=started_at)
         if self.state == "running":
-            self._start_probes(began, done)
+            self._start_probes(start, done)
         rc = proc.wait()
         done.set()
         # Like a container runtime: when the main process ends, the rest of it goes too.
@@ -1516,25 +1517,48 @@ class Container(object):
         ok, message, _public = self._run_handler(hook, "preStop", time.monotonic() + timeout)
         log("container %s: preStop hook %s" % (self.name, "done" if ok else message))
 
-    def _start_probes(self, began: float, done: threading.Event) -> None:
+    def _watch_start(self, pid: int, done: threading.Event) -> List[float]:
+        """When the container's own command starts (Apptainer's start-up, mounting the
+        image, is not the container's): the kubelet counts initialDelaySeconds from the
+        container's start. Filled in by a thread, only for a container with probes."""
+        start: List[float] = []
+        if not any(self.spec.get(key) for _kind, key in PROBE_KEYS):
+            return start
+
+        def watch() -> None:
+            end = time.monotonic() + EXEC_START_LIMIT
+            while not payload_started(pid) and time.monotonic() < end and not done.wait(0.02):
+                pass
+            start.append(time.monotonic())
+
+        t = threading.Thread(target=watch, name="start-" + self.name)
+        t.daemon = True
+        t.start()
+        return start
+
+    def _start_probes(self, start: List[float], done: threading.Event) -> None:
         for kind, key in PROBE_KEYS:
             probe = self.spec.get(key)
             if probe:
                 t = threading.Thread(
                     target=self._probe_loop,
-                    args=(kind, probe, began, done),
+                    args=(kind, probe, start, done),
                     name="%s-probe-%s" % (kind.lower(), self.name),
                 )
                 t.daemon = True
                 t.start()
 
     def _probe_loop(
-        self, kind: str, probe: Dict[str, Any], began: float, done: threading.Event
+        self, kind: str, probe: Dict[str, Any], start: List[float], done: threading.Event
     ) -> None:
         """One probe of one container instance, as the kubelet's probe worker runs it."""
         counter = ProbeCounter(probe.get("success_threshold", 1), probe.get("failure_threshold", 3))
         period = float(probe.get("period_seconds") or 10)
-        due = began + float(probe.get("initial_delay_seconds") or 0)
+        while not start and not done.wait(0.02):
+            pass  # until the container's command has started
+        if not start:
+            return
+        due = start[0] + float(probe.get("initial_delay_seconds") or 0)
         failing: Optional[bool] = False  # None: the probe could not run
         while not done.wait(max(0.0, due - time.monotonic())):
             due = next_tick(due, period, time.monotonic())
