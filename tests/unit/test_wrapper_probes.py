@@ -274,6 +274,7 @@ def test_liveness_failure_restarts_with_last_state_and_separate_logs(
         f"sick = pathlib.Path({str(sick)!r})\n"
         "if n == 1:\n    sick.touch()\n    time.sleep(60)\n"
         "sick.unlink()\n"
+        "time.sleep(3)\n"  # past the grace period of the first instance's kill
     )
     liveness = check(
         "import os, sys; print('PROBE-OUTPUT')\n"
@@ -282,7 +283,7 @@ def test_liveness_failure_restarts_with_last_state_and_separate_logs(
     spec = h.spec(
         [container("web", py(code), liveness_probe=probe(liveness, failure_threshold=2))],
         restart_policy="OnFailure",
-        termination_grace_seconds=5,
+        termination_grace_seconds=1,
     )
     run = h.run(spec)
     assert run.returncode == 0, run.stderr

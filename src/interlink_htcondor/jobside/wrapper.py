@@ -1367,32 +1367,36 @@ class Container(object):
             if self.kill_reason is None:
                 self.kill_reason, self.kill_message = reason, message
 
-    def _ended(self) -> bool:
-        """Whether the current instance's process has ended (from any thread)."""
+    def _ended(self, done: Optional[threading.Event] = None) -> bool:
+        """Whether an instance's process has ended: the one whose end sets ``done`` (by
+        default the current one). The container's own thread, which is not waiting for the
+        process then (postStart), asks the process itself."""
         if threading.current_thread() is self.thread:
             with self.lock:
                 proc = self.proc
             return proc is None or proc.poll() is not None
-        return self.instance_done.is_set()
+        return (self.instance_done if done is None else done).is_set()
 
-    def _wait_end(self, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not self._ended():
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(0.05, left))
-        return True
-
-    def stop_instance(self, grace: float) -> None:
-        """The kubelet's kill of one container: preStop hook, SIGTERM, and SIGKILL when
-        ``grace`` is over (at least 2 s after the hook)."""
+    def stop_instance(self, grace: float, done: Optional[threading.Event] = None) -> None:
+        """The kubelet's kill of one container instance (by default the current one):
+        preStop hook, SIGTERM, and SIGKILL when ``grace`` is over (at least 2 s after the
+        hook). A restart never makes it act on the next instance."""
+        with self.lock:
+            proc = self.proc
+            done = self.instance_done if done is None else done
+            if proc is None or done is not self.instance_done:
+                return
         end = time.monotonic() + grace
-        self.run_pre_stop(grace)
-        self.signal(signal.SIGTERM)
-        if not self._wait_end(max(end - time.monotonic(), MIN_KILL_GRACE)):
+        self.run_pre_stop(grace, done)
+        if not self._ended(done):
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGTERM)
+        limit = time.monotonic() + max(end - time.monotonic(), MIN_KILL_GRACE)
+        while not self._ended(done) and time.monotonic() < limit:
+            time.sleep(0.05)
+        if not self._ended(done):
             log("container %s: still running after the grace period, killing it" % self.name)
-            self.kill(None, "")
+            kill_tree(proc.pid, signal.SIGKILL)
 
     # -- hooks and probes ------------------------------------------------------------------
 
@@ -1436,7 +1440,7 @@ class Container(object):
             now = time.monotonic()
             if timeout is not None and not ran and payload_started(proc.pid):
                 ran, limit = True, min(end, now + timeout)
-            if now >= limit or (done.is_set() if done is not None else self._ended()):
+            if now >= limit or self._ended(done):
                 error = "timed out" if now >= limit else "the container ended"
                 break
             time.sleep(0.02)
@@ -1451,7 +1455,9 @@ class Container(object):
             return None, pump.captured, pump.fatal.decode("utf-8", "replace")
         return proc.returncode, pump.captured, ""
 
-    def _run_handler(self, h: Dict[str, Any], hook: str, end: float) -> Tuple[bool, str, str]:
+    def _run_handler(
+        self, h: Dict[str, Any], hook: str, end: float, done: Optional[threading.Event] = None
+    ) -> Tuple[bool, str, str]:
         """Runs a lifecycle hook until ``end``; returns (ok, message, message for the job ad)
         in the kubelet's words."""
         where = 'for Container "%s" in Pod "%s"' % (self.name, pod_name(self.pod.spec))
@@ -1460,7 +1466,7 @@ class Container(object):
             path = os.path.join(self.pod.log_dir, "%s.%s.log" % (self.name, hook.lower()))
             out = CriLog(fsb(path))
             try:
-                rc, output, error = self.exec_in_container(h["argv"], end, None, out)
+                rc, output, error = self.exec_in_container(h["argv"], end, None, out, done)
             finally:
                 out.close()
             if rc == 0:
@@ -1482,7 +1488,7 @@ class Container(object):
             return False, msg, msg
         # sleep: cut short by the end of the grace period or of the container.
         stop = min(end, time.monotonic() + float(h.get("sleep_seconds") or 0))
-        while time.monotonic() < stop and not self._ended():
+        while time.monotonic() < stop and not self._ended(done):
             time.sleep(min(0.1, max(0.0, stop - time.monotonic())))
         return True, "", ""
 
@@ -1505,16 +1511,20 @@ class Container(object):
         self.stop_instance(self.pod.grace)
         return False
 
-    def run_pre_stop(self, timeout: float) -> None:
-        """Runs the preStop hook once per instance, within ``timeout``; its failure is only
-        logged (the kubelet goes on with the stop)."""
+    def run_pre_stop(self, timeout: float, done: Optional[threading.Event] = None) -> None:
+        """Runs the preStop hook once per instance (the one whose end sets ``done``, by
+        default the current one), within ``timeout``; its failure is only logged (the
+        kubelet goes on with the stop)."""
         hook = self.spec.get("pre_stop")
         with self.lock:
+            done = self.instance_done if done is None else done
             if not hook or self.pre_stop_done or self.proc is None or timeout <= 0:
+                return
+            if done is not self.instance_done:
                 return
             self.pre_stop_done = True
         log("container %s: preStop hook started" % self.name)
-        ok, message, _public = self._run_handler(hook, "preStop", time.monotonic() + timeout)
+        ok, message, _public = self._run_handler(hook, "preStop", time.monotonic() + timeout, done)
         log("container %s: preStop hook %s" % (self.name, "done" if ok else message))
 
     def _watch_start(self, pid: int, done: threading.Event) -> List[float]:
@@ -1589,7 +1599,7 @@ class Container(object):
             elif kind == STARTUP and settled:
                 self._set_flags(started=True)
             elif not settled:
-                self._probe_kill(kind, probe, public, message)
+                self._probe_kill(kind, probe, public, message, done)
                 return
 
     def probe_once(
@@ -1620,7 +1630,14 @@ class Container(object):
         text = output.decode("utf-8", "replace").strip()[:MESSAGE_OUTPUT]
         return False, public, public + (": " + text if text else "")
 
-    def _probe_kill(self, kind: str, probe: Dict[str, Any], public: str, message: str) -> None:
+    def _probe_kill(
+        self,
+        kind: str,
+        probe: Dict[str, Any],
+        public: str,
+        message: str,
+        done: threading.Event,
+    ) -> None:
         """A startup or liveness probe failed ``failureThreshold`` times: kill the container
         within the probe's grace period (else the pod's); the restart policy decides."""
         restart = self.pod.restart_policy != "Never"
@@ -1630,14 +1647,16 @@ class Container(object):
             ", will be restarted" if restart else "",
         )
         with self.lock:
-            if self.proc is None or self.kill_reason is not None or self.kill_message:
+            if self.instance_done is not done or self.proc is None:
+                return  # that instance has ended already
+            if self.kill_reason is not None or self.kill_message:
                 return
             self.kill_message = "%s probe failed: %s; %s" % (kind, message, note)
             self.kill_public = "%s probe failed: %s; %s" % (kind, public, note)
             self.restart_anyway = True
         log("container %s: %s" % (self.name, self.kill_message))
         grace = probe.get("termination_grace_seconds") or self.pod.grace
-        self.stop_instance(float(grace))
+        self.stop_instance(float(grace), done)
 
 
 def _go_list(argv: List[str]) -> str:
