@@ -175,6 +175,12 @@ def test_http_probe_timeout_and_refused_connection(server: int) -> None:
     )
 
 
+def test_http_probe_with_a_header_http_client_refuses_fails_cleanly(server: int) -> None:
+    ok, msg = w.http_probe(_get(server, "/ok", headers=[["X-Bad", "a\r\nInjected: 1"]]), 2)
+    assert not ok and msg.startswith(f'Get "http://127.0.0.1:{server}/ok": ')
+    assert all("Injected" not in h for _, hs in _Server.seen for h in hs)
+
+
 def test_tcp_check(server: int) -> None:
     assert w.tcp_check({"host": "127.0.0.1", "port": server}, 1) == (True, "")
     port = free_port()

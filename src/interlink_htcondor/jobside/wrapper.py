@@ -959,7 +959,8 @@ def http_get(action: Dict[str, Any], timeout: float, agent: str) -> Tuple[Option
             status, location = resp.status, resp.getheader("Location")
         except socket.timeout:
             return None, 'Get "%s": context deadline exceeded' % url, url
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            # ValueError: a header http.client refuses to send (the plugin checks them).
             return None, 'Get "%s": %s' % (url, _dial_error(e, _host_port(host, port))), url
         finally:
             conn.close()
