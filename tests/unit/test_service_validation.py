@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from interlink_htcondor.core.classad_attrs import LastState
 from interlink_htcondor.core.status_file import parse_status_file
 from interlink_htcondor.service.app import create_app
 from interlink_htcondor.service.json_logging import JsonFormatter, session_var
@@ -167,8 +168,6 @@ def test_logs_validation(client: TestClient) -> None:
         {**base, "Opts": {"SinceSeconds": 5, "SinceTime": "2026-01-01T00:00:00Z"}},
     )
     assert r.status_code == 400 and "only one" in r.text
-    r = send(client, "GET", "/getLogs", {**base, "Opts": {"Previous": True}})
-    assert r.status_code == 400 and "previous" in r.text
     r = send(client, "GET", "/getLogs", {"Namespace": "default"})
     assert r.status_code == 422 and "PodUID" in r.text
     r = send(client, "GET", "/getLogs", [base])
@@ -322,6 +321,15 @@ def test_read_status_file(tmp_path: Path) -> None:
                         "started": 3,
                         "finished": 4,
                         "restart_count": 1,
+                        "is_started": False,
+                        "ready": False,
+                        "last_state": {
+                            "exit_code": 137,
+                            "reason": "Error",
+                            "message": "Liveness probe failed",
+                            "started": 1,
+                            "finished": 2,
+                        },
                     },
                     {"name": "bad", "state": "exploded"},
                 ],
@@ -331,7 +339,10 @@ def test_read_status_file(tmp_path: Path) -> None:
     states = parse_status_file(f.read_bytes())
     assert set(states) == {"i", "c"}
     assert states["c"].state.exit_code == 127 and states["c"].message.endswith("not found")
-    assert states["c"].restart_count == 1
+    assert states["c"].restart_count == 1 and states["c"].state.restarts == 1
+    assert states["c"].state.last == LastState(137, "Error", 1, 2)
+    assert (states["c"].state.is_started, states["c"].state.ready) == (False, False)
+    assert states["i"].state.last is None and states["i"].state.ready is None
     assert parse_status_file(b"") == {}
     assert parse_status_file(b"[1,2") == {}
     assert parse_status_file(b"[" * 100_000) == {}  # the job writes the file: anything goes

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from interlink_htcondor.core.classad_attrs import ReportedState
+from interlink_htcondor.core.classad_attrs import LastState, ReportedState
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ def _report(value: Any) -> ContainerReport | None:
     if state not in ("waiting", "running", "terminated"):
         return None
     try:
+        restarts = int(value.get("restart_count") or 0)
         return ContainerReport(
             ReportedState(
                 state,
@@ -59,9 +60,28 @@ def _report(value: Any) -> ContainerReport | None:
                 str(value.get("reason") or ""),
                 int(value.get("started") or 0),
                 int(value.get("finished") or 0),
+                restarts,
+                _flag(value.get("is_started")),
+                _flag(value.get("ready")),
+                _last_state(value.get("last_state")),
             ),
             str(value.get("message") or ""),
-            int(value.get("restart_count") or 0),
+            restarts,
         )
     except (TypeError, ValueError):
         return None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _last_state(value: Any) -> LastState | None:
+    if not isinstance(value, dict):
+        return None
+    return LastState(
+        int(value.get("exit_code") or 0),
+        str(value.get("reason") or ""),
+        int(value.get("started") or 0),
+        int(value.get("finished") or 0),
+    )

@@ -58,8 +58,10 @@ def _container_mode_checks(req: CreateRequest, options: PodOptions, mode: str) -
         problems.append("no volume mounts")
     if c.working_dir:
         problems.append("no workingDir")
-    if c.lifecycle is not None and c.lifecycle.pre_stop is not None:
-        problems.append("no preStop hook")
+    if c.lifecycle is not None and (c.lifecycle.pre_stop or c.lifecycle.post_start):
+        problems.append("no lifecycle hooks")
+    if c.startup_probe or c.liveness_probe or c.readiness_probe:
+        problems.append("no probes")
     if options.apptainer_args or options.container_apptainer_args:
         problems.append("no apptainer options")
     if options.prologue:
