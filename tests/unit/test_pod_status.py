@@ -22,7 +22,6 @@ from interlink_htcondor.core.pod_status import (
     TRANSFERRING_OUTPUT,
     pod_status,
 )
-from interlink_htcondor.core.status_file import ContainerReport
 
 NOW = 1_800_000_000.0
 POD = PodRef(
@@ -197,11 +196,11 @@ def test_completed_by_signal() -> None:
 
 def test_status_file_fills_in_missing_chirps() -> None:
     file_states = {
-        "setup": ContainerReport(ReportedState("terminated", 0, "", 1, 2)),
-        "main": ContainerReport(
-            ReportedState("terminated", 137, "DeadlineExceeded", 3, 9), "deadline of 5 s"
+        "setup": ReportedState("terminated", 0, "", 1, 2),
+        "main": ReportedState(
+            "terminated", 137, "DeadlineExceeded", 3, 9, message="deadline of 5 s"
         ),
-        "side": ContainerReport(ReportedState("terminated", 1, "", 3, 4), "", restart_count=2),
+        "side": ReportedState("terminated", 1, "", 3, 4, restarts=2),
     }
     r = run(
         ad(COMPLETED, ExitCode=1, InterlinkStateC0=st("running", start=3)),

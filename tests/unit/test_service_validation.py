@@ -338,11 +338,10 @@ def test_read_status_file(tmp_path: Path) -> None:
     )
     states = parse_status_file(f.read_bytes())
     assert set(states) == {"i", "c"}
-    assert states["c"].state.exit_code == 127 and states["c"].message.endswith("not found")
-    assert states["c"].restart_count == 1 and states["c"].state.restarts == 1
-    assert states["c"].state.last == LastState(137, "Error", 1, 2)
-    assert (states["c"].state.is_started, states["c"].state.ready) == (False, False)
-    assert states["i"].state.last is None and states["i"].state.ready is None
+    assert states["c"].exit_code == 127 and states["c"].message == "exec: nope: not found"
+    assert states["c"].restarts == 1 and states["c"].last == LastState(137, "Error", 1, 2)
+    assert (states["c"].is_started, states["c"].ready) == (False, False)
+    assert states["i"].last is None and states["i"].ready is None
     assert parse_status_file(b"") == {}
     assert parse_status_file(b"[1,2") == {}
     assert parse_status_file(b"[" * 100_000) == {}  # the job writes the file: anything goes

@@ -19,7 +19,6 @@ from typing import Any, Literal
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.models import PodRef, rfc3339
-from interlink_htcondor.core.status_file import ContainerReport
 
 # HTCondor JobStatus codes.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -141,7 +140,7 @@ def pod_status(
     *,
     now: float,
     held_grace_seconds: int,
-    file_states: Mapping[str, ContainerReport] | None = None,
+    file_states: Mapping[str, classad_attrs.ReportedState] | None = None,
     diagnosis: str | None = None,
 ) -> StatusResult | None:
     """Map a job ad to the pod's status.
@@ -265,7 +264,7 @@ class _JobView:
         ad: Mapping[str, Any],
         jid: str,
         now: float,
-        file_states: Mapping[str, ContainerReport],
+        file_states: Mapping[str, classad_attrs.ReportedState],
     ) -> None:
         self.ad = ad
         self.jid = jid
@@ -273,30 +272,27 @@ class _JobView:
         self.file_states = file_states
         self.job_started = _int(ad, "JobCurrentStartDate") or _int(ad, "JobStartDate")
 
-    def reported(self, kind: Kind, index: int, name: str) -> ContainerReport | None:
+    def reported(self, kind: Kind, index: int, name: str) -> classad_attrs.ReportedState | None:
         raw = self.ad.get(classad_attrs.state_attr(kind, index))
         chirped = classad_attrs.decode_state(raw) if isinstance(raw, str) else None
         from_file = self.file_states.get(name)
         if from_file is not None:
             # status.json is written after each chirp, so it wins over a stale attribute;
-            # it also carries the message the one-token chirp encoding cannot.
+            # it also carries the whole message, which the job ad gets cut and cleaned.
             return from_file
-        return (
-            None if chirped is None else ContainerReport(chirped, chirped.message, chirped.restarts)
-        )
+        return chirped
 
-    def _from_report(self, rep: ContainerReport) -> _State:
-        s = rep.state
-        n, last = rep.restart_count, s.last
+    def _from_report(self, s: classad_attrs.ReportedState) -> _State:
+        n, last = s.restarts, s.last
         if s.state == "terminated":
             reason = s.reason or ("Completed" if s.exit_code == 0 else "Error")
             return _Terminated(
-                s.exit_code, reason, rep.message, s.started, s.finished, restarts=n, last=last
+                s.exit_code, reason, s.message, s.started, s.finished, restarts=n, last=last
             )
         if s.state == "running":
             started = s.started or self.job_started
             return _Running(started, s.is_started, s.ready, restarts=n, last=last)
-        return _Waiting(s.reason or "ContainerCreating", rep.message, restarts=n, last=last)
+        return _Waiting(s.reason or "ContainerCreating", s.message, restarts=n, last=last)
 
     def live_states(self, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
         starting = _Waiting("ContainerCreating", f"HTCondor job {self.jid} is starting")
