@@ -91,6 +91,7 @@ APPTAINER_HELPERS = frozenset(
         b"fuse-overlayfs",
         b"fuse2fs",
         b"gocryptfs",
+        b"appinit",  # the PID namespace's init (--containall)
     ]
 )
 # Set by the execute point for the job's assigned devices; containers need them too.
@@ -343,9 +344,13 @@ def apptainer_command(
 ) -> List[str]:
     """``apptainer --silent exec|run [site args] [pod args] <isolation> IMAGE argv...``.
 
-    ``--contain`` gives each container its own /tmp and $HOME (kept on disk under
-    ``workdir``, not in a 64 MiB tmpfs) and hides the host's, like a pod's container;
-    ``--cleanenv`` keeps the job's environment out; ``--no-eval`` stops Apptainer from
+    All pods run as the same job user, so file modes cannot keep them apart: what the
+    container can reach must. ``--containall`` gives each container its own /tmp and $HOME
+    (kept on disk under ``workdir``, not in a 64 MiB tmpfs) and hides the host's, keeps the
+    job's environment out (``--cleanenv``), and gives it its own PID and IPC namespaces, so
+    it sees no other process (another pod's ``/proc/<pid>/cwd`` or ``root`` would lead into
+    that pod's sandbox). ``--no-mount hostfs,cwd`` refuses the host's file systems and the
+    current directory whatever apptainer.conf says. ``--no-eval`` stops Apptainer from
     shell-evaluating the environment values. The network is the host's, so the pod's
     containers reach each other on localhost.
     """
@@ -353,7 +358,7 @@ def apptainer_command(
     cmd = [app.get("binary") or "apptainer", "--silent", mode]
     cmd += list(app.get("args") or [])
     cmd += list(container.get("apptainer_args") or [])
-    cmd += ["--contain", "--cleanenv", "--workdir", workdir]
+    cmd += ["--containall", "--no-mount", "hostfs,cwd", "--workdir", workdir]
     if no_eval:
         cmd.append("--no-eval")
     if home is not None:
