@@ -35,6 +35,7 @@ import classad2
 import htcondor2
 
 from interlink_htcondor import attrs
+from interlink_htcondor.itemdata import SubmitRefused, batch, check_commands, refused_description
 from interlink_htcondor.plan import JobPlan
 from interlink_htcondor.settings import ScheddSettings, Settings
 from interlink_htcondor.status import FROM_HISTORY, PROJECTION, REMOVED, job_id
@@ -393,61 +394,75 @@ class ScheddGateway:
                             item.result = _existing([plain(a) for a in ads])
                             _write_marker(marker, MARKER_JOB + item.result.job_id)
                             continue
+                    commands = self.submit_commands(plan, item.sandbox)
+                    check_commands(commands)  # before anything is written for the pod
                     _write_marker(marker, MARKER_SUBMITTING)
                     write_sandbox(plan, item.sandbox)
-                    todo.append((item, marker, self.submit_commands(plan, item.sandbox)))
+                    todo.append((item, marker, commands))
                 except Exception as e:  # this pod only; the others go on
                     item.error = e
             if not todo:
                 return
-            schedd = schedd or self._schedd()
-            keys = list(todo[0][2])
-            # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
-            template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
-            items = [{f"v{i}": cmds[k] for i, k in enumerate(keys)} for _, _, cmds in todo]
-            try:
-                result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
-                cluster = int(result.cluster())
-                if self.spool:
-                    try:
-                        schedd.spool(result)
-                    except Exception:
-                        # Jobs without their input would wait for ever: take them back.
-                        with contextlib.suppress(Exception):
-                            schedd.act(
-                                htcondor2.JobAction.RemoveX,
-                                f"ClusterId == {cluster}",
-                                _reason("spool failed"),
-                            )
-                        raise
-            except Exception as e:
-                for item, marker, _ in todo:
-                    _write_marker(marker, "")
-                    item.error = e
+            self._submit_cluster(schedd or self._schedd(), todo)
+
+    def _submit_cluster(
+        self, schedd: Any, todo: list[tuple[_Pending, int, dict[str, str]]]
+    ) -> None:
+        """Submit the pods as one cluster and set each one's outcome. When HTCondor refuses
+        the description (a value one pod set that it cannot turn into a job ad), each pod is
+        submitted alone instead, so that only that pod fails (a transaction submits all of
+        a cluster or nothing, so nothing is submitted twice)."""
+        template, items = batch([cmds for _, _, cmds in todo])
+        try:
+            result = schedd.submit(
+                htcondor2.Submit(template), itemdata=iter(items), spool=self.spool
+            )
+            cluster = int(result.cluster())
+            if self.spool:
+                try:
+                    schedd.spool(result)
+                except Exception:
+                    # Jobs without their input would wait for ever: take them back.
+                    with contextlib.suppress(Exception):
+                        schedd.act(
+                            htcondor2.JobAction.RemoveX,
+                            f"ClusterId == {cluster}",
+                            _reason("spool failed"),
+                        )
+                    raise
+        except Exception as e:
+            if len(todo) > 1 and refused_description(e):
+                for one in todo:
+                    self._submit_cluster(schedd, [one])
                 return
-            now = int(time.time())
-            for proc, (item, marker, _) in enumerate(todo):
-                jid = f"{cluster}.{proc}"
-                _write_marker(marker, MARKER_JOB + jid)
-                plan = item.plan
-                item.result = Submitted(
-                    jid,
-                    True,
-                    {
-                        "ClusterId": cluster,
-                        "ProcId": proc,
-                        "JobStatus": 1,
-                        "QDate": now,
-                        "EnteredCurrentStatus": now,
-                        attrs.POD_UID: plan.pod_uid,
-                        attrs.POD_NAME: plan.name,
-                        attrs.POD_NAMESPACE: plan.namespace,
-                        attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
-                        attrs.CONTAINERS: ",".join(plan.containers),
-                        attrs.SANDBOX: str(item.sandbox),
-                        attrs.PLUGIN: self.instance,
-                    },
-                )
+            error = SubmitRefused(str(e)) if refused_description(e) else e
+            for item, marker, _ in todo:
+                _write_marker(marker, "")
+                item.error = error
+            return
+        now = int(time.time())
+        for proc, (item, marker, _) in enumerate(todo):
+            jid = f"{cluster}.{proc}"
+            _write_marker(marker, MARKER_JOB + jid)
+            plan = item.plan
+            item.result = Submitted(
+                jid,
+                True,
+                {
+                    "ClusterId": cluster,
+                    "ProcId": proc,
+                    "JobStatus": 1,
+                    "QDate": now,
+                    "EnteredCurrentStatus": now,
+                    attrs.POD_UID: plan.pod_uid,
+                    attrs.POD_NAME: plan.name,
+                    attrs.POD_NAMESPACE: plan.namespace,
+                    attrs.INIT_CONTAINERS: ",".join(plan.init_containers),
+                    attrs.CONTAINERS: ",".join(plan.containers),
+                    attrs.SANDBOX: str(item.sandbox),
+                    attrs.PLUGIN: self.instance,
+                },
+            )
 
     def submit_commands(self, plan: JobPlan, sandbox: Path) -> dict[str, str]:
         """The plan's submit commands, plus the identity the gateway's queries rely on."""

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from interlink_htcondor import attrs, jobspec, models
+from interlink_htcondor.itemdata import SubmitRefused
 from interlink_htcondor.logs import LogOptionError, LogOptions, LogSource, follow_log, read_log
 from interlink_htcondor.metrics import CONTENT_TYPE, Metrics
 from interlink_htcondor.schedd import Capacity, ScheddError, ScheddGateway
@@ -337,6 +338,8 @@ class Plugin:
             raise HTTPError(422, f"pod {meta.namespace}/{meta.name} cannot run: {e}") from None
         try:
             submitted = await self.gateway.submit(plan, sandbox)
+        except SubmitRefused as e:
+            raise HTTPError(422, f"pod {meta.namespace}/{meta.name} cannot run: {e}") from None
         except ScheddError as e:
             raise HTTPError(503, f"cannot submit pod {meta.namespace}/{meta.name}: {e}") from None
         except OSError as e:
