@@ -127,7 +127,8 @@ def test_any_value_is_carried_intact_or_refused(value: str) -> None:
 
 def test_description_errors_are_told_from_schedd_failures() -> None:
     refused = htcondor2.HTCondorException(
-        "Failed to create job ad, errmsg=Submit:-1:priority=x y is invalid, must eval to an integer."
+        "Failed to create job ad, errmsg=Submit:-1:priority=x y is invalid, must eval to an "
+        "integer."
     )
     assert refused_description(refused)
     assert not refused_description(htcondor2.HTCondorException("Failed to connect to schedd"))

@@ -17,6 +17,7 @@ from interlink_htcondor.translate.context import PodContext
 from interlink_htcondor.translate.envvars import check_value, container_env, expand_argv
 from interlink_htcondor.translate.errors import TranslationError
 from interlink_htcondor.translate.images import resolve
+from interlink_htcondor.translate.limits import ContainerBudget, check_count
 from interlink_htcondor.translate.resources import GPU_RESOURCES
 from interlink_htcondor.translate.volumes import VolumePlan, container_mounts
 
@@ -27,7 +28,7 @@ APP = "container"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _pre_stop(c: Container, where: str) -> ExecAction | None:
+def _pre_stop(c: Container, where: str, budget: ContainerBudget) -> ExecAction | None:
     if c.lifecycle is None:
         return None
     if c.lifecycle.post_start is not None:
@@ -39,8 +40,12 @@ def _pre_stop(c: Container, where: str) -> ExecAction | None:
         raise TranslationError(f"{where}: only exec preStop hooks are supported")
     if not hook.exec.command:
         raise TranslationError(f"{where}: preStop exec needs a command")
+    check_count(
+        hook.exec.command, budget.limits.max_args, f"{where}: preStop command", "limits.max_args"
+    )
     for i, a in enumerate(hook.exec.command):
-        check_value(a, f"{where}: preStop command[{i}]")
+        w = f"{where}: preStop command[{i}]"
+        budget.charge(check_value(a, w, budget.limits.max_value_bytes) + 1, w)
     return ExecAction(argv=list(hook.exec.command))
 
 
@@ -67,16 +72,17 @@ def build_container(
                 f"{where}: env {e.name!r}: Apptainer passes only names made of letters, "
                 "digits and '_' that do not start with a digit"
             )
-    env = container_env(ctx, c, kind)
+    budget = ContainerBudget(ctx.limits, where)
+    env = container_env(ctx, c, kind, budget)
     env_map = dict(env)
     if c.command:
         mode = "exec"
-        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args")
+        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args", budget)
     else:
         mode = "run"
-        argv = expand_argv(list(c.args), env_map, f"{where}: args")
+        argv = expand_argv(list(c.args), env_map, f"{where}: args", budget)
     if c.working_dir:
-        check_value(c.working_dir, f"{where}: workingDir")
+        check_value(c.working_dir, f"{where}: workingDir", ctx.limits.max_value_bytes)
         if not c.working_dir.startswith("/") or "\n" in c.working_dir:
             raise TranslationError(f"{where}: workingDir {c.working_dir!r} must be absolute")
     res = ctx.resources[c.name]
@@ -91,8 +97,8 @@ def build_container(
         argv=argv,
         working_dir=c.working_dir or None,
         env=env,
-        mounts=container_mounts(c, kind, volumes, env_map),
+        mounts=container_mounts(c, kind, volumes, env_map, ctx.limits),
         memory_limit_bytes=res.memory_limit,
-        pre_stop=_pre_stop(c, where),
+        pre_stop=_pre_stop(c, where, budget),
         apptainer_args=extra,
     )

@@ -21,6 +21,7 @@ from interlink_htcondor.jobspec import LOG_DIR, SPEC_FILE, VOLUME_DIR, WRAPPER_F
 from interlink_htcondor.settings import Settings
 from interlink_htcondor.translate.errors import TranslationError
 from interlink_htcondor.translate.resources import PodResources
+from interlink_htcondor.translate.values import first_control
 
 STATUS_FILE = "status.json"
 WRAPPER_OUT = "wrapper.out"
@@ -60,8 +61,12 @@ def verify(desc: SubmitDescription) -> dict[str, str]:
 
     submit = desc.escaped()
     for key, value in submit.items():
-        if any(ch in value for ch in "\n\r\x00"):
-            raise TranslationError(f"submit command {key}: the value must be a single line")
+        ch = first_control(value)
+        if ch is not None:
+            raise TranslationError(
+                f"submit command {key}: the value must be a single line without control "
+                f"characters, not contain {ch!r}"
+            )
         if value.endswith("\\"):  # would join the next line, wherever the gateway adds one
             raise TranslationError(f"submit command {key}: the value must not end with '\\'")
     try:
