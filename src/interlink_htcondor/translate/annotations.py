@@ -139,7 +139,7 @@ def parse_duration(value: str, where: str) -> int:
     return math.ceil(seconds)
 
 
-def classad_expression(value: str, where: str, limit: int = 4096) -> str:
+def classad_expression(value: str, where: str, limit: int) -> str:
     """``value`` if it is exactly one ClassAd expression, with nothing left over.
 
     The parser stops quietly at a ``]``, so the value is also parsed inside an ad between

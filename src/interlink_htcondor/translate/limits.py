@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sized
 
+from interlink_htcondor.models import Pod
 from interlink_htcondor.settings import LimitSettings
 from interlink_htcondor.translate.errors import TranslationError
 
@@ -51,6 +52,25 @@ def check_metadata(labels: Mapping[str, str], annotations: Mapping[str, str], li
                 f"the pod's {what} take {size} bytes, more than this site's limit of "
                 f"{limit} bytes (limits.max_metadata_bytes)"
             )
+
+
+def check_pod(pod: Pod, limits: LimitSettings) -> None:
+    """The bounds a pod must meet before anything is built from it."""
+    check_metadata(pod.metadata.labels, pod.metadata.annotations, limits.max_metadata_bytes)
+    check_count(
+        [*pod.spec.init_containers, *pod.spec.containers],
+        limits.max_containers,
+        "containers (init and app)",
+        "limits.max_containers",
+    )
+    grace = pod.spec.termination_grace_period_seconds
+    if grace is not None:
+        check_seconds(
+            grace,
+            "terminationGracePeriodSeconds",
+            limits.max_grace_seconds,
+            "limits.max_grace_seconds",
+        )
 
 
 class ContainerBudget:

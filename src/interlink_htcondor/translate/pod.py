@@ -20,12 +20,7 @@ from interlink_htcondor.translate.annotations import PodOptions, parse_annotatio
 from interlink_htcondor.translate.containers import APP, INIT, build_container
 from interlink_htcondor.translate.context import PodContext, collect
 from interlink_htcondor.translate.errors import TranslationError
-from interlink_htcondor.translate.limits import (
-    PodBudget,
-    check_count,
-    check_metadata,
-    check_seconds,
-)
+from interlink_htcondor.translate.limits import PodBudget, check_pod, check_seconds
 from interlink_htcondor.translate.paths import check_dns_label, sandbox_name
 from interlink_htcondor.translate.resources import container_resources, pod_resources
 from interlink_htcondor.translate.volumes import build_volumes
@@ -98,21 +93,7 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
             f"this plugin runs pods of namespaces {', '.join(served)} only, not "
             f"{meta.namespace!r} (policy.namespaces)"
         )
-    check_metadata(meta.labels, meta.annotations, limits.max_metadata_bytes)
-    check_count(
-        [*pod.spec.init_containers, *pod.spec.containers],
-        limits.max_containers,
-        "containers (init and app)",
-        "limits.max_containers",
-    )
-    grace = pod.spec.termination_grace_period_seconds
-    if grace is not None:
-        check_seconds(
-            grace,
-            "terminationGracePeriodSeconds",
-            limits.max_grace_seconds,
-            "limits.max_grace_seconds",
-        )
+    check_pod(pod, limits)
 
     init_names = [c.name for c in pod.spec.init_containers]
     app_names = [c.name for c in pod.spec.containers]
@@ -152,6 +133,7 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
     init_specs = build(INIT, pod.spec.init_containers)
     app_specs = build(APP, pod.spec.containers)
 
+    grace = pod.spec.termination_grace_period_seconds
     spec = JobSpec(
         pod=PodIdentity(uid=meta.uid, name=meta.name, namespace=meta.namespace),
         apptainer=ApptainerSpec(
