@@ -24,6 +24,7 @@ from interlink_htcondor import attrs, devpool
 from interlink_htcondor.devpool import PoolInfo
 from interlink_htcondor.itemdata import SubmitRefused
 from interlink_htcondor.schedd import ScheddGateway, Submitted
+from interlink_htcondor.serveproc import force_remove, pool_schedd
 from interlink_htcondor.settings import Settings, load
 from interlink_htcondor.translate import sandbox_dir, translate
 
@@ -158,12 +159,8 @@ def gateway(pool: PoolInfo, tmp_path: Path) -> Iterator[tuple[ScheddGateway, Set
     try:
         yield gw, settings
     finally:
-        import htcondor2
-
-        ad = htcondor2.Collector(pool.collector).locate(htcondor2.DaemonType.Schedd)
-        htcondor2.Schedd(ad).act(
-            htcondor2.JobAction.RemoveX, f'{attrs.PLUGIN} == "{settings.policy.instance}"'
-        )
+        constraint = f'{attrs.PLUGIN} == "{settings.policy.instance}"'
+        force_remove(pool_schedd(pool), constraint, "gateway test over", pause=1)
         gw.close()
         shutil.rmtree(shared, ignore_errors=True)
 
