@@ -383,6 +383,50 @@ def test_exec_probes_and_hooks_run_in_the_containers_own_file_system(
     assert (res.sandbox / "logs" / "c.poststart.log").exists()
 
 
+def test_exec_probes_and_hooks_join_the_running_container(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
+    """Each container has its own PID and IPC namespaces (--containall); an exec probe or
+    hook still sees what its container sees, as CRI exec does: its processes, its /tmp and
+    $HOME, its environment and working directory, and no other container's processes."""
+    main = (
+        "sleep 3617 & i=0; while [ ! -e /tmp/probed ] && [ $i -lt 300 ]; do i=$((i+1));"
+        " sleep 0.1; done; kill $!; cat $HOME/from-hook; [ -e /tmp/probed ]"
+    )
+    probe = (
+        'ps | grep -q "[s]leep 3617" && ! ps | grep -q "[s]leep 3618"'
+        ' && [ "$(cat $HOME/from-hook)" = from-env ] && [ "$(pwd)" = /tmp ]'
+        " && touch /tmp/probed"
+    )
+    spec = _spec(
+        [
+            jobspec.ContainerSpec(
+                name="c",
+                image=busybox,
+                mode="exec",
+                argv=["sh", "-c", main],
+                working_dir="/tmp",
+                env=[("MARK", "from-env")],
+                post_start=jobspec.HandlerSpec(argv=["sh", "-c", "echo $MARK > $HOME/from-hook"]),
+                readiness_probe=jobspec.ProbeSpec(
+                    argv=["sh", "-c", probe], period_seconds=1, timeout_seconds=2
+                ),
+            ),
+            jobspec.ContainerSpec(
+                name="other",
+                image=busybox,
+                mode="exec",
+                argv=["sh", "-c", "sleep 3618 & sleep 6; kill $!"],
+            ),
+        ]
+    )
+    res = _run(pool, sandbox, spec)
+    assert res.returncode == 0, res.stderr
+    assert res.text("c") == b"from-env\n"
+    assert "container c: started True, ready True" in res.stderr
+    assert "cannot join container" not in res.stderr
+
+
 def test_states_reach_the_job_ad_through_condor_chirp(
     pool: PoolInfo, schedd: Any, sandbox: Path, wait_job: Any, busybox: str
 ) -> None:

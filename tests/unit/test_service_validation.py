@@ -126,6 +126,27 @@ def test_create_rejects_absurd_quantities(client: TestClient) -> None:
     assert "hello" in r.text  # names the pod
 
 
+def test_create_refuses_an_amplifying_pod_with_the_limit(client: TestClient) -> None:
+    # 39 levels of doubling in 2 KB once grew the plugin to 24 GB.
+    p = pod()
+    env = [{"name": "V0", "value": "x" * 40}]
+    env += [{"name": f"V{i}", "value": f"$(V{i - 1})$(V{i - 1})"} for i in range(1, 40)]
+    p["spec"]["containers"][0]["env"] = env
+    r = send(client, "POST", "/create", create_body(p))
+    assert r.status_code == 422, r.text
+    assert r.text.startswith("pod default/hello cannot run: container 'main': env 'V12':")
+    assert "131072 bytes" in r.text and "limits.max_value_bytes" in r.text
+
+
+def test_create_refuses_a_hostile_requirements_annotation(client: TestClient) -> None:
+    p = pod()
+    p["metadata"]["annotations"] = {
+        "htcondor.interlink.eu/requirements": "true ]\x1fexecutable = /bin/evil"
+    }
+    r = send(client, "POST", "/create", create_body(p))
+    assert r.status_code == 422 and "requirements" in r.text
+
+
 def test_create_rejects_malformed_quantity(client: TestClient) -> None:
     p = pod()
     p["spec"]["containers"][0]["resources"] = {"limits": {"memory": "lots"}}

@@ -174,23 +174,24 @@ def test_hooks_exec_http_and_sleep() -> None:
         ),
         (
             {"livenessProbe": {"exec": {"command": ["true"]}, "terminationGracePeriodSeconds": 0}},
-            "terminationGracePeriodSeconds must be between 1",
+            "terminationGracePeriodSeconds must be positive",
         ),
         (
             {"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": -1}},
-            r"periodSeconds -1 must be between 1 and 86400 \(unset or 0: 10\)",
+            r"periodSeconds -1 must be at least 1 \(unset or 0: 10\)",
         ),
         (
             {"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 10**9}},
-            "periodSeconds 1000000000 must be between 1 and 86400",
+            r"periodSeconds: 1000000000 s is more than the limit of 86400 s "
+            r"\(limits.max_probe_seconds\)",
         ),
         (
             {"readinessProbe": {"exec": {"command": ["true"]}, "failureThreshold": 10**6}},
-            "failureThreshold 1000000 must be between 1 and 10000",
+            "failureThreshold 1000000 must be at most 10000",
         ),
         (
             {"readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": -5}},
-            "initialDelaySeconds -5 must be between 0",
+            "initialDelaySeconds -5 must be at least 0",
         ),
         ({"livenessProbe": {"exec": {"command": ["a\x00b"]}}}, "NUL"),
         ({"lifecycle": {"postStart": {"tcpSocket": {"port": 80}}}}, "tcpSocket is not a lifecycle"),
@@ -203,6 +204,47 @@ def test_hooks_exec_http_and_sleep() -> None:
 )
 def test_bad_probes_and_hooks_are_refused(fields: dict[str, Any], match: str) -> None:
     refused(match, **fields)
+
+
+def test_probe_and_hook_bounds_are_the_sites_limits() -> None:
+    """Timings, a probe's grace period and exec commands are bounded by the same
+    ``limits.*`` settings as the rest of the pod, and the message names the setting."""
+    exec_true: dict[str, Any] = {"exec": {"command": ["true"]}}
+    probe = {**exec_true, "timeoutSeconds": 600}
+    site = settings(limits={"max_probe_seconds": 300, "max_grace_seconds": 60})
+    with pytest.raises(TranslationError, match=r"timeoutSeconds: 600 s .*limits.max_probe_seconds"):
+        translate(request(pod(container("web", livenessProbe=probe))), site)
+    probe = {**exec_true, "terminationGracePeriodSeconds": 61}
+    with pytest.raises(
+        TranslationError,
+        match=r"livenessProbe: terminationGracePeriodSeconds: 61 s is more than the limit "
+        r"of 60 s \(limits.max_grace_seconds\)",
+    ):
+        translate(request(pod(container("web", livenessProbe=probe))), site)
+    probe = {**exec_true, "terminationGracePeriodSeconds": 60}
+    spec = spec_of(translate(request(pod(container("web", livenessProbe=probe))), site))
+    assert spec.containers[0].liveness_probe is not None
+    assert spec.containers[0].liveness_probe.termination_grace_seconds == 60
+
+
+def test_exec_commands_are_bounded_and_charged_to_the_container() -> None:
+    # $(VAR) in a probe's command expands against the container's env: bounded as the
+    # container's own argv is, and counted in its bytes.
+    env = [{"name": "BIG", "value": "x" * 100_000}]
+    probe = {"exec": {"command": ["sh", "-c", "$(BIG)$(BIG)"]}}
+    with pytest.raises(TranslationError, match=r"exec.command\[2\].*limits.max_value_bytes"):
+        translate(request(pod(container("web", env=env, readinessProbe=probe))), settings())
+    probe = {"exec": {"command": ["sh", "-c", "$(BIG)"]}}
+    hook = {"exec": {"command": ["echo", "y" * 100_000]}}
+    c = container("web", env=env, readinessProbe=probe, lifecycle={"postStart": hook})
+    site = settings(limits={"max_container_bytes": 250_000})
+    with pytest.raises(TranslationError, match=r"limits.max_container_bytes\), reached at"):
+        translate(request(pod(c)), site)
+    many = {"exec": {"command": ["true"] * 11}}
+    with pytest.raises(TranslationError, match=r"exec.command: 11 is more .*\(limits.max_args\)"):
+        translate(
+            request(pod(container("web", startupProbe=many))), settings(limits={"max_args": 10})
+        )
 
 
 def test_sleep_hook_is_bounded_by_the_pod_grace_period() -> None:

@@ -359,8 +359,10 @@ def test_container_universe_with_image_entrypoint() -> None:
     ],
 )
 def test_container_modes_refuse_what_they_cannot_run(p: dict[str, Any], match: str) -> None:
+    # The site allows the features, so that the container mode is what refuses them.
+    policy = {"allow_apptainer_options": True, "prologue_namespaces": ["*"]}
     with pytest.raises(TranslationError, match=match) as e:
-        translate(request(p), cfg(containers={"mode": "container_universe"}))
+        translate(request(p), cfg(containers={"mode": "container_universe"}, policy=policy))
     assert "containers.mode apptainer" in str(e.value)
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -211,6 +213,29 @@ def test_spec_handlers_are_checked(handler: dict[str, Any], probe: bool, message
 # ------------------------------------------------------------------------- probes
 
 
+def test_exec_joins_a_container_only_in_namespaces_of_its_own() -> None:
+    """An exec probe or hook joins the container's namespaces where they are the job
+    user's own (Apptainer in user-namespace mode). The wrapper's own namespaces (a setuid
+    Apptainer, or the test double) and a process that is gone give None: a new apptainer
+    exec runs the command then."""
+    assert w.join_options(os.getpid()) is None
+    with subprocess.Popen(["sleep", "30"], env={"X": "a=b", "EMPTY": ""}) as p:
+        try:
+            assert w.join_options(p.pid) is None
+            assert w.read_environ(p.pid) == {b"X": b"a=b", b"EMPTY": b""}
+            assert w.payload_pid(p.pid) == p.pid  # not one of Apptainer's own processes
+        finally:
+            p.kill()
+    assert w.join_options(p.pid) is None and w.read_environ(p.pid) is None
+    assert w.join_command("/usr/bin/nsenter", 42, ["-U", "-m", "-p"], ["cat", "/tmp/x"]) == [
+        "/usr/bin/nsenter", "-t", "42", "-U", "-m", "-p", "-r", "-w",
+        "--preserve-credentials", "--", "cat", "/tmp/x",
+    ]  # fmt: skip
+    sh = w.find_program("sh", {b"PATH": b"/nonexistent"})
+    assert sh is not None and os.access(sh, os.X_OK)
+    assert w.find_program("no-such-program-here", {}) is None
+
+
 def test_startup_probe_gates_liveness_and_readiness(h: Harness, tmp_path: Path) -> None:
     started, calls, stop = tmp_path / "started", tmp_path / "calls", tmp_path / "stop"
     record = check(
@@ -407,7 +432,18 @@ def test_post_start_runs_before_the_container_counts_as_running(h: Harness, tmp_
         + wait_until_stop(release)
         + f"pathlib.Path({str(marker)!r}).write_text('from postStart')"
     )
-    code = wait_until_stop(marker) + f"print(open({str(marker)!r}).read())"
+    # The container ends only once reported running, so that its end cannot overtake the
+    # hook's return (the wrapper watches the hook's process every few milliseconds).
+    status_file = h.sandbox / "status.json"
+    code = (
+        wait_until_stop(marker)
+        + f"print(open({str(marker)!r}).read(), flush=True)\n"
+        + "import json\n"
+        + "while time.time() < end:\n"
+        + f"    doc = json.load(open({str(status_file)!r}))\n"
+        + "    if doc['containers'][0]['state'] == 'running': break\n"
+        + "    time.sleep(0.05)\n"
+    )
     spec = h.spec([container("web", py(code), post_start=jobspec.HandlerSpec(argv=hook))])
     h.start(spec)
     wait_for(began)

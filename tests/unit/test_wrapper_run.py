@@ -58,7 +58,8 @@ def test_hello_world_logs_states_and_status(h: Harness) -> None:
     inv = run.invocations[0]
     assert inv["mode"] == "exec" and inv["argv"][1:] == ["-c", spec.containers[0].argv[2]]
     flags = [o[0] for o in inv["options"]]
-    assert {"--contain", "--cleanenv", "--no-eval", "--workdir", "--pwd"} <= set(flags)
+    assert {"--containall", "--no-mount", "--no-eval", "--workdir", "--pwd"} <= set(flags)
+    assert ["--no-mount", "hostfs,cwd"] in inv["options"]
 
 
 def test_run_mode_uses_the_image_runscript(h: Harness) -> None:

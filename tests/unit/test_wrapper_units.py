@@ -246,13 +246,13 @@ def test_apptainer_command_layout() -> None:
     )
     assert cmd == [
         "/opt/apptainer", "--silent", "exec", "--nv", "--writable-tmpfs",
-        "--contain", "--cleanenv", "--workdir", "/wd", "--no-eval",
+        "--containall", "--no-mount", "hostfs,cwd", "--workdir", "/wd", "--no-eval",
         "--bind", "/a:/b", "--pwd", "/w", "/img.sif", "echo", "hi",
     ]  # fmt: skip
     run = w.apptainer_command({}, {"image": "i"}, "run", [], [], "/wd", "/home/x", False)
     assert run == [
-        "apptainer", "--silent", "run", "--contain", "--cleanenv", "--workdir", "/wd",
-        "--home", "/wd/home:/home/x", "--pwd", "/", "i",
+        "apptainer", "--silent", "run", "--containall", "--no-mount", "hostfs,cwd",
+        "--workdir", "/wd", "--home", "/wd/home:/home/x", "--pwd", "/", "i",
     ]  # fmt: skip
 
 

@@ -103,6 +103,9 @@ MAX_REDIRECTS = 10  # an HTTP probe follows redirects to the same host, as the k
 EXEC_START_LIMIT = 30.0  # Apptainer's own start-up before an exec probe's timeout counts
 MIN_KILL_GRACE = 2.0  # SIGTERM to SIGKILL after a preStop hook at least (kubelet: 2 s)
 PROBE_AGENT = "kube-probe/interlink-htcondor"
+# The namespaces of its container that an exec probe or hook joins, as CRI exec does (the
+# network is the execute point's, shared by the pod's containers).
+JOINED_NAMESPACES = (("user", "-U"), ("mnt", "-m"), ("pid", "-p"), ("ipc", "-i"))
 HOOK_AGENT = "kube-lifecycle/interlink-htcondor"
 
 # Apptainer's own helper processes: their memory is not the container's.
@@ -117,6 +120,7 @@ APPTAINER_HELPERS = frozenset(
         b"fuse-overlayfs",
         b"fuse2fs",
         b"gocryptfs",
+        b"appinit",  # the PID namespace's init (--containall)
     ]
 )
 # Set by the execute point for the job's assigned devices; containers need them too.
@@ -457,9 +461,13 @@ def apptainer_command(
 ) -> List[str]:
     """``apptainer --silent exec|run [site args] [pod args] <isolation> IMAGE argv...``.
 
-    ``--contain`` gives each container its own /tmp and $HOME (kept on disk under
-    ``workdir``, not in a 64 MiB tmpfs) and hides the host's, like a pod's container;
-    ``--cleanenv`` keeps the job's environment out; ``--no-eval`` stops Apptainer from
+    All pods run as the same job user, so file modes cannot keep them apart: what the
+    container can reach must. ``--containall`` gives each container its own /tmp and $HOME
+    (kept on disk under ``workdir``, not in a 64 MiB tmpfs) and hides the host's, keeps the
+    job's environment out (``--cleanenv``), and gives it its own PID and IPC namespaces, so
+    it sees no other process (another pod's ``/proc/<pid>/cwd`` or ``root`` would lead into
+    that pod's sandbox). ``--no-mount hostfs,cwd`` refuses the host's file systems and the
+    current directory whatever apptainer.conf says. ``--no-eval`` stops Apptainer from
     shell-evaluating the environment values. The network is the host's, so the pod's
     containers reach each other on localhost.
     """
@@ -467,7 +475,7 @@ def apptainer_command(
     cmd = [app.get("binary") or "apptainer", "--silent", mode]
     cmd += list(app.get("args") or [])
     cmd += list(container.get("apptainer_args") or [])
-    cmd += ["--contain", "--cleanenv", "--workdir", workdir]
+    cmd += ["--containall", "--no-mount", "hostfs,cwd", "--workdir", workdir]
     if no_eval:
         cmd.append("--no-eval")
     if home is not None:
@@ -746,6 +754,13 @@ def dir_usage(path: bytes) -> int:
 # State reporting
 
 
+def find_program(name: str, host_env: Dict[bytes, bytes]) -> Optional[str]:
+    """``name`` on the job's PATH, or in the system's own directories (a job's PATH may be
+    minimal)."""
+    path = host_env.get(b"PATH", b"").decode("utf-8", "replace")
+    return shutil.which(name, path=os.pathsep.join([path, "/usr/bin:/bin:/usr/sbin:/sbin"]))
+
+
 def find_chirp(hint: str) -> Optional[str]:
     if hint:
         return hint if os.access(hint, os.X_OK) else None
@@ -999,6 +1014,56 @@ def payload_started(root: int) -> bool:
     return False
 
 
+def payload_pid(root: int) -> Optional[int]:
+    """The container's own command in Apptainer's tree started as ``root`` (the first
+    process that is not one of Apptainer's), or None while Apptainer is still starting."""
+    pids = descendants(root)
+    if pids is None:
+        pids = sorted(process_tree(scan_processes(), root))
+    for pid in pids:
+        p = read_proc(pid)
+        if p is not None and p.comm not in APPTAINER_HELPERS:
+            return pid
+    return None
+
+
+def join_options(pid: int) -> Optional[List[str]]:
+    """nsenter's options joining the namespaces of ``pid`` that differ from the wrapper's,
+    or None where its container cannot be joined by the job's user: Apptainer made no user
+    and mount namespaces of the user's own (a setuid installation), or the process is gone."""
+    options = []
+    for ns, flag in JOINED_NAMESPACES:
+        try:
+            if os.readlink("/proc/%d/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/" + ns):
+                options.append(flag)
+        except OSError:
+            return None
+    if "-U" not in options or "-m" not in options:
+        return None
+    return options
+
+
+def join_command(nsenter: str, pid: int, options: List[str], argv: List[str]) -> List[str]:
+    """``argv`` run inside the container of ``pid``: in its namespaces, its root and its
+    working directory, as the job's user (whom Apptainer maps to itself)."""
+    return [nsenter, "-t", str(pid)] + options + ["-r", "-w", "--preserve-credentials", "--"] + argv
+
+
+def read_environ(pid: int) -> Optional[Dict[bytes, bytes]]:
+    """The environment ``pid`` started with (what Apptainer gave the container's command)."""
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    env: Dict[bytes, bytes] = {}
+    for item in data.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep and name:
+            env[name] = value
+    return env
+
+
 def pod_name(spec: Dict[str, Any]) -> str:
     """The pod as the kubelet names it in messages: ``name_namespace(uid)``."""
     ident = spec.get("pod") or {}
@@ -1145,14 +1210,18 @@ class Container(object):
     # -- running -------------------------------------------------------------------------
 
     def _spawn(
-        self, cmd: List[str], env_vars: Dict[bytes, bytes], merge: bool = False
+        self,
+        cmd: List[str],
+        env_vars: Dict[bytes, bytes],
+        merge: bool = False,
+        env: Optional[Dict[bytes, bytes]] = None,
     ) -> "subprocess.Popen[bytes]":
-        """Start an apptainer command (container or hook) with piped output (stderr into
-        stdout when ``merge``), in its own session so that its whole process tree can be
-        signalled together."""
+        """Start an apptainer command (container or hook), or ``env`` given, a command that
+        joins a running container, with piped output (stderr into stdout when ``merge``),
+        in its own session so that its whole process tree can be signalled together."""
         return subprocess.Popen(
             [fsb(a) for a in cmd],
-            env=process_env(self.pod.host_env, env_vars),
+            env=env if env is not None else process_env(self.pod.host_env, env_vars),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge else subprocess.PIPE,
@@ -1409,25 +1478,35 @@ class Container(object):
         out: Optional[CriLog],
         done: Optional[threading.Event] = None,
     ) -> Tuple[Optional[int], bytes, str]:
-        """Runs ``argv`` in the container's environment: a new ``apptainer exec`` of its
-        image with its binds, environment, working directory and its own /tmp, /var/tmp
-        and $HOME (the same ``--workdir``), on the pod's network, seeing its processes.
+        """Runs ``argv`` in the container, as CRI exec does: in the running instance's own
+        namespaces (its processes, IPC, mounts and root file system, so its /tmp, $HOME
+        and volumes), with the environment and working directory its command started
+        with, on the pod's network (``join_command``). Where the instance cannot be
+        joined (no nsenter, a setuid Apptainer), a new ``apptainer exec`` of its image
+        with its binds, environment, working directory and ``--workdir`` runs it instead:
+        the same files, /tmp and $HOME, but processes and IPC of its own.
 
         ``timeout`` counts from the moment the command runs (Apptainer's start-up is not
         the command's time), everything ends at ``end`` or when the container (the
         instance whose end sets ``done``, by default the current one) ends. Returns
         (exit code, or None if it was stopped; its output's first bytes; error).
         """
-        env_vars, home, _ = env_for_apptainer(self.spec.get("env") or [], self.pod.host_env)
+        env_vars: Dict[bytes, bytes] = {}
+        env: Optional[Dict[bytes, bytes]] = None
+        joined = self._join(argv, end, done)
+        if joined is not None:
+            cmd, env = joined
+        else:
+            env_vars, home, _ = env_for_apptainer(self.spec.get("env") or [], self.pod.host_env)
+            try:
+                binds = self.pod.binds_for(self.spec)
+            except (OSError, SpecError) as e:
+                return None, b"", str(e)
+            cmd = apptainer_command(
+                self.pod.spec, self.spec, "exec", argv, binds, self.workdir, home, self.pod.no_eval
+            )
         try:
-            binds = self.pod.binds_for(self.spec)
-        except (OSError, SpecError) as e:
-            return None, b"", str(e)
-        cmd = apptainer_command(
-            self.pod.spec, self.spec, "exec", argv, binds, self.workdir, home, self.pod.no_eval
-        )
-        try:
-            proc = self._spawn(cmd, env_vars, merge=True)
+            proc = self._spawn(cmd, env_vars, merge=True, env=env)
         except (OSError, ValueError) as e:
             return None, b"", "cannot start %s: %s" % (cmd[0], e)
         assert proc.stdout is not None
@@ -1452,9 +1531,37 @@ class Container(object):
         pump.join()
         if error:
             return None, pump.captured, error
+        if joined is not None and proc.returncode != 0 and pump.captured.startswith(b"nsenter: "):
+            # nsenter itself failed (the kernel refused to join): never a probe's failure.
+            # This pod's execs use a new apptainer exec from now on.
+            reason = pump.captured.decode("utf-8", "replace").strip()
+            log("cannot join container %s, using apptainer exec: %s" % (self.name, reason))
+            self.pod.nsenter = None
+            return self.exec_in_container(argv, end, timeout, out, done)
         if proc.returncode == 255 and pump.fatal is not None:
             return None, pump.captured, pump.fatal.decode("utf-8", "replace")
         return proc.returncode, pump.captured, ""
+
+    def _join(
+        self, argv: List[str], end: float, done: Optional[threading.Event]
+    ) -> Optional[Tuple[List[str], Dict[bytes, bytes]]]:
+        """The command and environment that run ``argv`` inside the running instance, or
+        None where it cannot be joined. Waits (until ``end``, at most Apptainer's start-up
+        limit) for the instance's own command to start: a postStart hook may come first."""
+        with self.lock:
+            proc = self.proc
+        if not self.pod.nsenter or proc is None:
+            return None
+        limit = min(end, time.monotonic() + EXEC_START_LIMIT)
+        pid = payload_pid(proc.pid)
+        while pid is None and time.monotonic() < limit and not self._ended(done):
+            time.sleep(0.02)
+            pid = payload_pid(proc.pid)
+        options = None if pid is None else join_options(pid)
+        env = None if pid is None else read_environ(pid)
+        if pid is None or options is None or env is None:
+            return None
+        return join_command(self.pod.nsenter, pid, options, argv), env
 
     def _run_handler(
         self, h: Dict[str, Any], hook: str, end: float, done: Optional[threading.Event] = None
@@ -1704,6 +1811,7 @@ class Pod(object):
         self.prologue_groups: List[int] = []
         self.pod_message = ""
         self.no_eval = False
+        self.nsenter: Optional[str] = None  # joins a running container (exec probes, hooks)
         self.next_sweep = 0.0
         self.strays: Dict[int, Set[int]] = {}  # container pid -> its processes at the last sweep
 
@@ -1785,6 +1893,7 @@ class Pod(object):
             return self._finish(EXIT_CANNOT_RUN)
         binary = (self.spec.get("apptainer") or {}).get("binary") or "apptainer"
         self.no_eval = supports_no_eval(binary)
+        self.nsenter = find_program("nsenter", self.host_env)
         if not self.no_eval:
             log("%s has no --no-eval: environment values may be shell-evaluated" % binary)
         prologue_rc = self._run_prologue()

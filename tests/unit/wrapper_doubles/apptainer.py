@@ -43,6 +43,7 @@ VALUE_OPTIONS = {
     "--fusemount",
     "--add-caps",
     "--drop-caps",
+    "--no-mount",
 }
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -16,6 +16,7 @@ from interlink_htcondor.core.translate.context import PodContext
 from interlink_htcondor.core.translate.envvars import check_value, container_env, expand_argv
 from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.core.translate.images import resolve
+from interlink_htcondor.core.translate.limits import ContainerBudget
 from interlink_htcondor.core.translate.probes import (
     build_hooks,
     build_probes,
@@ -57,16 +58,17 @@ def build_container(
                 f"{where}: env {e.name!r}: Apptainer passes only names made of letters, "
                 "digits and '_' that do not start with a digit"
             )
-    env = container_env(ctx, c, kind)
+    budget = ContainerBudget(ctx.limits, where)
+    env = container_env(ctx, c, kind, budget)
     env_map = dict(env)
     if c.command:
         mode = "exec"
-        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args")
+        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args", budget)
     else:
         mode = "run"
-        argv = expand_argv(list(c.args), env_map, f"{where}: args")
+        argv = expand_argv(list(c.args), env_map, f"{where}: args", budget)
     if c.working_dir:
-        check_value(c.working_dir, f"{where}: workingDir")
+        check_value(c.working_dir, f"{where}: workingDir", ctx.limits.max_value_bytes)
         if not c.working_dir.startswith("/") or "\n" in c.working_dir:
             raise TranslationError(f"{where}: workingDir {c.working_dir!r} must be absolute")
     res = ctx.resources[c.name]
@@ -74,8 +76,8 @@ def build_container(
     gpu_flag = GPU_RESOURCES.get(res.gpu_resource) if res.gpus else None
     if gpu_flag and gpu_flag not in extra:
         extra.append(gpu_flag)
-    hooks = build_hooks(c, where, ctx.pod.spec.termination_grace_period_seconds)
-    probes = build_probes(c, where)
+    hooks = build_hooks(c, where, ctx.pod.spec.termination_grace_period_seconds, budget)
+    probes = build_probes(c, where, budget)
     return ContainerSpec(
         name=c.name,
         image=image,
@@ -83,7 +85,7 @@ def build_container(
         argv=argv,
         working_dir=c.working_dir or None,
         env=env,
-        mounts=container_mounts(c, kind, volumes, env_map),
+        mounts=container_mounts(c, kind, volumes, env_map, ctx.limits),
         memory_limit_bytes=res.memory_limit,
         post_start=hooks.post_start,
         pre_stop=hooks.pre_stop,

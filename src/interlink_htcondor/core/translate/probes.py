@@ -4,9 +4,11 @@ The checks are the API server's (one handler, non-negative timings, ``successThr
 1 for liveness and startup probes, a sleep no longer than the grace period) plus what the
 job wrapper needs to run the handler without surprises: ports that resolve (a named port
 must be one of the container's ``ports``), a host and path that form a request line, header
-names that are HTTP tokens, and bounds on every timing so that no pod asks for a probe
-every second for a century. Unset timings get the API server's defaults, as interLink only
-sends pods the API server has already defaulted, but ``render`` reads raw manifests.
+names that are HTTP tokens, and the site's bounds (``limits.*``, through ``limits.py`` as
+every other bound of a pod): timings at most ``max_probe_seconds``, a probe's grace period
+at most ``max_grace_seconds``, exec commands charged to the container's budget. Unset
+timings get the API server's defaults, as interLink only sends pods the API server has
+already defaulted, but ``render`` reads raw manifests.
 
 An exec probe's command expands ``$(VAR)`` as the kubelet expands it: against the
 container's ``env`` values as written (a ``valueFrom`` entry expands to an empty string).
@@ -29,6 +31,7 @@ from interlink_htcondor.core.models import (
 )
 from interlink_htcondor.core.translate.envvars import check_value, expand
 from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.limits import ContainerBudget, check_count, check_seconds
 
 STARTUP, LIVENESS, READINESS = "startupProbe", "livenessProbe", "readinessProbe"
 POST_START, PRE_STOP = "postStart", "preStop"
@@ -36,7 +39,6 @@ POST_START, PRE_STOP = "postStart", "preStop"
 # The API server's defaults for unset (or 0) probe timings.
 DEFAULT_PERIOD, DEFAULT_TIMEOUT, DEFAULT_SUCCESS, DEFAULT_FAILURE = 10, 1, 1, 3
 DEFAULT_GRACE = 30  # the pod's terminationGracePeriodSeconds when unset
-MAX_SECONDS = 86_400  # any probe timing: one day
 MAX_THRESHOLD = 10_000
 MAX_HEADERS = 32
 MAX_HEADER_BYTES = 4096  # one header's name and value
@@ -58,31 +60,37 @@ class Hooks(NamedTuple):
     pre_stop: HandlerSpec | None
 
 
-def build_probes(c: Container, where: str) -> Probes:
-    """The container's startup, liveness and readiness probes."""
+def build_probes(c: Container, where: str, budget: ContainerBudget) -> Probes:
+    """The container's startup, liveness and readiness probes; their exec commands are
+    charged to the container's ``budget``."""
     env = {e.name: e.value or "" for e in c.env}  # kubelet's EnvVarsToMap
     return Probes(
-        _maybe_probe(c, c.startup_probe, STARTUP, where, env),
-        _maybe_probe(c, c.liveness_probe, LIVENESS, where, env),
-        _maybe_probe(c, c.readiness_probe, READINESS, where, env),
+        _maybe_probe(c, c.startup_probe, STARTUP, where, env, budget),
+        _maybe_probe(c, c.liveness_probe, LIVENESS, where, env, budget),
+        _maybe_probe(c, c.readiness_probe, READINESS, where, env, budget),
     )
 
 
 def _maybe_probe(
-    c: Container, p: Probe | None, kind: str, where: str, env: dict[str, str]
+    c: Container,
+    p: Probe | None,
+    kind: str,
+    where: str,
+    env: dict[str, str],
+    budget: ContainerBudget,
 ) -> ProbeSpec | None:
-    return None if p is None else _probe(c, p, kind, f"{where}: {kind}", env)
+    return None if p is None else _probe(c, p, kind, f"{where}: {kind}", env, budget)
 
 
-def build_hooks(c: Container, where: str, grace: int | None) -> Hooks:
+def build_hooks(c: Container, where: str, grace: int | None, budget: ContainerBudget) -> Hooks:
     """The container's postStart and preStop hooks; ``grace`` is the pod's
-    terminationGracePeriodSeconds."""
+    terminationGracePeriodSeconds (already within ``limits.max_grace_seconds``)."""
     grace = DEFAULT_GRACE if grace is None else grace
     if c.lifecycle is None:
         return Hooks(None, None)
     return Hooks(
-        _hook(c, c.lifecycle.post_start, f"{where}: lifecycle.{POST_START}", grace),
-        _hook(c, c.lifecycle.pre_stop, f"{where}: lifecycle.{PRE_STOP}", grace),
+        _hook(c, c.lifecycle.post_start, f"{where}: lifecycle.{POST_START}", grace, budget),
+        _hook(c, c.lifecycle.pre_stop, f"{where}: lifecycle.{PRE_STOP}", grace, budget),
     )
 
 
@@ -98,7 +106,9 @@ def refuse_on_init_container(c: Container, where: str) -> None:
             raise TranslationError(f"{where}: {name} may not be set for init containers")
 
 
-def _probe(c: Container, p: Probe, kind: str, where: str, env: dict[str, str]) -> ProbeSpec:
+def _probe(
+    c: Container, p: Probe, kind: str, where: str, env: dict[str, str], budget: ContainerBudget
+) -> ProbeSpec:
     _one_handler(
         where,
         "exec, httpGet, tcpSocket or grpc",
@@ -113,14 +123,16 @@ def _probe(c: Container, p: Probe, kind: str, where: str, env: dict[str, str]) -
             "use an exec probe running a gRPC health check client from the image, or an "
             "httpGet or tcpSocket probe"
         )
-    initial = _timing(p.initial_delay_seconds, "initialDelaySeconds", 0, 0, MAX_SECONDS, where)
-    period = _timing(p.period_seconds, "periodSeconds", DEFAULT_PERIOD, 1, MAX_SECONDS, where)
-    timeout = _timing(p.timeout_seconds, "timeoutSeconds", DEFAULT_TIMEOUT, 1, MAX_SECONDS, where)
+    limits = budget.limits
+    seconds = limits.max_probe_seconds, "limits.max_probe_seconds"
+    initial = _timing(p.initial_delay_seconds, "initialDelaySeconds", 0, 0, where, *seconds)
+    period = _timing(p.period_seconds, "periodSeconds", DEFAULT_PERIOD, 1, where, *seconds)
+    timeout = _timing(p.timeout_seconds, "timeoutSeconds", DEFAULT_TIMEOUT, 1, where, *seconds)
     success = _timing(
-        p.success_threshold, "successThreshold", DEFAULT_SUCCESS, 1, MAX_THRESHOLD, where
+        p.success_threshold, "successThreshold", DEFAULT_SUCCESS, 1, where, MAX_THRESHOLD
     )
     failure = _timing(
-        p.failure_threshold, "failureThreshold", DEFAULT_FAILURE, 1, MAX_THRESHOLD, where
+        p.failure_threshold, "failureThreshold", DEFAULT_FAILURE, 1, where, MAX_THRESHOLD
     )
     if kind != READINESS and success != 1:
         raise TranslationError(f"{where}: successThreshold must be 1, not {success}")
@@ -130,12 +142,16 @@ def _probe(c: Container, p: Probe, kind: str, where: str, env: dict[str, str]) -
             raise TranslationError(
                 f"{where}: terminationGracePeriodSeconds must not be set for readiness probes"
             )
-        if not 1 <= grace <= MAX_SECONDS:
-            raise TranslationError(
-                f"{where}: terminationGracePeriodSeconds must be between 1 and {MAX_SECONDS}"
-            )
+        if grace < 1:
+            raise TranslationError(f"{where}: terminationGracePeriodSeconds must be positive")
+        check_seconds(
+            grace,
+            f"{where}: terminationGracePeriodSeconds",
+            limits.max_grace_seconds,
+            "limits.max_grace_seconds",
+        )
     return ProbeSpec(
-        argv=None if p.exec is None else _command(p.exec.command, where, env),
+        argv=None if p.exec is None else _command(p.exec.command, where, env, budget),
         http_get=None if p.http_get is None else _http_get(c, p.http_get, where),
         tcp_socket=None if p.tcp_socket is None else _tcp_socket(c, p.tcp_socket, where),
         initial_delay_seconds=initial,
@@ -156,19 +172,28 @@ def _one_handler(where: str, allowed: str, **handlers: object) -> None:
         )
 
 
-def _timing(raw: int | None, name: str, default: int, low: int, high: int, where: str) -> int:
+def _timing(
+    raw: int | None, name: str, default: int, low: int, where: str, high: int, setting: str = ""
+) -> int:
     """The value to use: unset and 0 mean the default, as the API server's defaulting makes
-    them (``initialDelaySeconds`` defaults to 0 itself)."""
+    them (``initialDelaySeconds`` defaults to 0 itself). Seconds past the site's limit are
+    refused by ``check_seconds`` (``setting`` names the limit), never clamped."""
     if raw is None or raw == 0:
         return default
-    if not low <= raw <= high:
+    if raw < low:
         raise TranslationError(
-            f"{where}: {name} {raw} must be between {low} and {high} (unset or 0: {default})"
+            f"{where}: {name} {raw} must be at least {low} (unset or 0: {default})"
         )
+    if setting:
+        return check_seconds(raw, f"{where}: {name}", high, setting)
+    if raw > high:
+        raise TranslationError(f"{where}: {name} {raw} must be at most {high}")
     return raw
 
 
-def _hook(c: Container, h: LifecycleHandler | None, where: str, grace: int) -> HandlerSpec | None:
+def _hook(
+    c: Container, h: LifecycleHandler | None, where: str, grace: int, budget: ContainerBudget
+) -> HandlerSpec | None:
     if h is None:
         return None
     _one_handler(
@@ -185,7 +210,7 @@ def _hook(c: Container, h: LifecycleHandler | None, where: str, grace: int) -> H
             "compatibility and fails it at run time); use exec, httpGet or sleep"
         )
     if h.exec is not None:
-        return HandlerSpec(argv=_command(h.exec.command, where, None))
+        return HandlerSpec(argv=_command(h.exec.command, where, None, budget))
     if h.http_get is not None:
         return HandlerSpec(http_get=_http_get(c, h.http_get, where))
     assert h.sleep is not None
@@ -197,12 +222,22 @@ def _hook(c: Container, h: LifecycleHandler | None, where: str, grace: int) -> H
     return HandlerSpec(sleep_seconds=h.sleep.seconds)
 
 
-def _command(command: list[str], where: str, env: dict[str, str] | None) -> list[str]:
+def _command(
+    command: list[str], where: str, env: dict[str, str] | None, budget: ContainerBudget
+) -> list[str]:
+    """An exec handler's argv, ``$(VAR)`` expanded against ``env`` (probes) or not (hooks),
+    each item bounded and charged to the container's budget as its own argv is."""
     if not command:
         raise TranslationError(f"{where}: exec needs a command")
+    limits = budget.limits
+    check_count(command, limits.max_args, f"{where}: exec.command", "limits.max_args")
+    out = []
     for i, arg in enumerate(command):
-        check_value(arg, f"{where}: exec.command[{i}]")
-    return [expand(a, env) for a in command] if env is not None else list(command)
+        w = f"{where}: exec.command[{i}]"
+        value = arg if env is None else expand(arg, env, limits.max_value_bytes, w)
+        budget.charge(check_value(value, w, limits.max_value_bytes) + 1, w)
+        out.append(value)
+    return out
 
 
 def _port(c: Container, port: PortRef, where: str) -> int:
