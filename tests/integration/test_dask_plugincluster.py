@@ -12,7 +12,7 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from distributed import Client
-from worker_probe import ancestors
+from worker_probe import ancestors, host_ancestors
 
 from interlink_htcondor.dask import PluginCluster, WorkerStartError
 from interlink_htcondor.devpool import PoolInfo
@@ -81,7 +81,10 @@ def test_workers_are_htcondor_jobs_in_apptainer(cluster: PluginCluster, schedd: 
     for worker in info.values():
         assert worker["container"]  # Apptainer says it runs the worker
         assert tuple(worker["python"]) == ("3", "11")
-        assert "condor_starter" in worker["chain"]  # ... under an HTCondor starter
+        assert worker["chain"][-1] == "appinit"  # contained: its own PID namespace
+    for name in names:  # ... and, seen from the host, under an HTCondor starter
+        chains = host_ancestors(name)
+        assert chains and all("condor_starter" in chain for chain in chains), chains
     assert "2/2 running" in repr(cluster)
 
 

@@ -3,13 +3,16 @@ version pins, embedded settings. No pool is started here."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import subprocess
 from pathlib import Path
 
 import pytest
+from _translate_support import pod, request, spec_of
 
 from interlink_htcondor import settings
+from interlink_htcondor.core.translate import TranslationError, translate
 from interlink_htcondor.devpool import config, embedded_settings, host, images, pool, state
 from interlink_htcondor.devpool.errors import PoolError
 from interlink_htcondor.devpool.state import PoolInfo, PoolPaths
@@ -191,6 +194,22 @@ def test_host_pins_include_dask_and_distributed() -> None:
     pins = images.host_pins()
     for name in ("dask", "distributed", "cloudpickle", "msgpack", "tornado", "toolz"):
         assert pins[name] == md.version(name)
+
+
+def test_embedded_settings_let_pods_bind_data_but_never_sandboxes(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    info = dataclasses.replace(make_info(tmp_path), shared_dir=shared, pods_dir=shared / "pods")
+    s = settings.load(base=embedded_settings(info))
+
+    def bind(source: Path) -> list[str]:
+        annotation = {"htcondor.interlink.eu/apptainer-options": f"--bind {source}:/data:ro"}
+        plan = translate(request(pod(annotations=annotation)), s)
+        return spec_of(plan).apptainer.args
+
+    assert bind(shared / "zpeak-data") == [f"--bind={shared}/zpeak-data:/data:ro"]
+    for source in (shared, shared / "pods", shared / "pods" / "team-b_other_1", Path("/etc")):
+        with pytest.raises(TranslationError):
+            bind(source)
 
 
 def test_embedded_settings_load_and_map_images(tmp_path: Path) -> None:

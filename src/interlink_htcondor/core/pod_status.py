@@ -13,13 +13,12 @@ rules here are what makes a pod Pending, Running, Succeeded or Failed in Kuberne
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.models import PodRef, rfc3339
-from interlink_htcondor.core.status_file import ContainerReport
 
 # HTCondor JobStatus codes.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -141,7 +140,7 @@ def pod_status(
     *,
     now: float,
     held_grace_seconds: int,
-    file_states: Mapping[str, ContainerReport] | None = None,
+    file_states: Mapping[str, classad_attrs.ReportedState] | None = None,
     diagnosis: str | None = None,
 ) -> StatusResult | None:
     """Map a job ad to the pod's status.
@@ -200,12 +199,10 @@ def pod_status(
 
     _apply_init_failure(states, init_names, app_names)
     init_list = [
-        _render(n, images, pod, s, "init", view.restarts(n))
-        for n, s in zip(init_names, states["init"], strict=True)
+        _render(n, images, pod, s, "init") for n, s in zip(init_names, states["init"], strict=True)
     ]
     app_list = [
-        _render(n, images, pod, s, "app", view.restarts(n))
-        for n, s in zip(app_names, states["app"], strict=True)
+        _render(n, images, pod, s, "app") for n, s in zip(app_names, states["app"], strict=True)
     ]
     terminal = all(isinstance(s, _Terminated) for s in states["app"]) and bool(app_list)
     return StatusResult(
@@ -226,18 +223,29 @@ def pod_status(
 
 
 @dataclass(frozen=True)
-class _Waiting:
+class _Restarts:
+    """How many times the container was restarted, and how its previous instance ended."""
+
+    restarts: int = field(default=0, kw_only=True)
+    last: classad_attrs.LastState | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class _Waiting(_Restarts):
     reason: str
     message: str = ""
 
 
 @dataclass(frozen=True)
-class _Running:
+class _Running(_Restarts):
     started: int = 0
+    # Reported by the wrapper's probes; None (older wrappers) means started and ready.
+    is_started: bool | None = None
+    ready: bool | None = None
 
 
 @dataclass(frozen=True)
-class _Terminated:
+class _Terminated(_Restarts):
     exit_code: int
     reason: str = ""
     message: str = ""
@@ -256,7 +264,7 @@ class _JobView:
         ad: Mapping[str, Any],
         jid: str,
         now: float,
-        file_states: Mapping[str, ContainerReport],
+        file_states: Mapping[str, classad_attrs.ReportedState],
     ) -> None:
         self.ad = ad
         self.jid = jid
@@ -264,28 +272,27 @@ class _JobView:
         self.file_states = file_states
         self.job_started = _int(ad, "JobCurrentStartDate") or _int(ad, "JobStartDate")
 
-    def reported(self, kind: Kind, index: int, name: str) -> ContainerReport | None:
+    def reported(self, kind: Kind, index: int, name: str) -> classad_attrs.ReportedState | None:
         raw = self.ad.get(classad_attrs.state_attr(kind, index))
         chirped = classad_attrs.decode_state(raw) if isinstance(raw, str) else None
         from_file = self.file_states.get(name)
         if from_file is not None:
             # status.json is written after each chirp, so it wins over a stale attribute;
-            # it also carries the message the one-token chirp encoding cannot.
+            # it also carries the whole message, which the job ad gets cut and cleaned.
             return from_file
-        return None if chirped is None else ContainerReport(chirped)
+        return chirped
 
-    def _from_report(self, rep: ContainerReport) -> _State:
-        s = rep.state
+    def _from_report(self, s: classad_attrs.ReportedState) -> _State:
+        n, last = s.restarts, s.last
         if s.state == "terminated":
             reason = s.reason or ("Completed" if s.exit_code == 0 else "Error")
-            return _Terminated(s.exit_code, reason, rep.message, s.started, s.finished)
+            return _Terminated(
+                s.exit_code, reason, s.message, s.started, s.finished, restarts=n, last=last
+            )
         if s.state == "running":
-            return _Running(s.started or self.job_started)
-        return _Waiting(s.reason or "ContainerCreating", rep.message)
-
-    def restarts(self, name: str) -> int:
-        f = self.file_states.get(name)
-        return f.restart_count if f is not None else 0
+            started = s.started or self.job_started
+            return _Running(started, s.is_started, s.ready, restarts=n, last=last)
+        return _Waiting(s.reason or "ContainerCreating", s.message, restarts=n, last=last)
 
     def live_states(self, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
         starting = _Waiting("ContainerCreating", f"HTCondor job {self.jid} is starting")
@@ -304,7 +311,7 @@ class _JobView:
         for states in out.values():
             for i, s in enumerate(states):
                 if not isinstance(s, _Terminated):
-                    states[i] = waiting
+                    states[i] = replace(waiting, restarts=s.restarts, last=s.last)
         return out
 
     def final_states(
@@ -328,6 +335,8 @@ class _JobView:
                     end.message,
                     started or (self.job_started if isinstance(s, _Running) else 0),
                     finished,
+                    restarts=s.restarts,
+                    last=s.last,
                 )
         return out
 
@@ -428,14 +437,7 @@ def _lost(pod: PodRef) -> StatusResult:
     )
 
 
-def _render(
-    name: str,
-    images: Mapping[str, str],
-    pod: PodRef,
-    s: _State,
-    kind: Kind,
-    restarts: int = 0,
-) -> Json:
+def _render(name: str, images: Mapping[str, str], pod: PodRef, s: _State, kind: Kind) -> Json:
     state: Json
     if isinstance(s, _Waiting):
         state = {"waiting": _drop_empty({"reason": s.reason, "message": s.message})}
@@ -453,16 +455,31 @@ def _render(
                 }
             )
         }
-    running = isinstance(s, _Running)
-    return {
+    # Started: running and past its startup probe. Ready: started and its readiness probe
+    # passing (no probe: as soon as it runs). Init containers are never ready.
+    started = isinstance(s, _Running) and s.is_started is not False
+    ready = started and kind == "app" and isinstance(s, _Running) and s.ready is not False
+    out: Json = {
         "name": name,
         "state": state,
-        "ready": running and kind == "app",
-        "started": running,
-        "restartCount": restarts,
+        "ready": ready,
+        "started": started,
+        "restartCount": s.restarts,
         "image": pod.images.get(name) or images.get(name, ""),
         "imageID": images.get(name, ""),
     }
+    if s.last is not None:
+        out["lastState"] = {
+            "terminated": _drop_empty(
+                {
+                    "exitCode": s.last.exit_code,
+                    "reason": s.last.reason or ("Completed" if s.last.exit_code == 0 else "Error"),
+                    "startedAt": rfc3339(s.last.started),
+                    "finishedAt": rfc3339(s.last.finished),
+                }
+            )
+        }
+    return out
 
 
 def _drop_empty(d: Json) -> Json:
