@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint pool-up pool-down pool-status
+.PHONY: venv test unit demo lint pool-up pool-down pool-status browser hub-up hub-down hub-status
 
 venv: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The whole suite against the real pool (built and started if needed, left running).
-test: venv pool-up
+test: venv pool-up browser
 	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --junitxml=out/junit.xml -ra
 
 # Unit tests only: no pool.
@@ -43,3 +43,16 @@ pool-down: venv
 
 pool-status: venv
 	$(BIN)/interlink-htcondor pool status
+
+# Debian's chromium for the browser test (Playwright drives it; no browser is downloaded).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && $(APT_INSTALL) chromium; }
+
+hub-up: venv
+	$(BIN)/interlink-htcondor hub up
+
+hub-down: venv
+	$(BIN)/interlink-htcondor hub down
+
+hub-status: venv
+	$(BIN)/interlink-htcondor hub status

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "pool": ("interlink_htcondor.devpool.cli", "run a personal HTCondor + Apptainer pool"),
+    "hub": ("interlink_htcondor.devhub.cli", "run a personal JupyterHub with the Dask sidebar"),
     "serve": ("interlink_htcondor.cli_serve", "serve the interLink plugin API"),
     "render": ("interlink_htcondor.cli_render", "print the job a pod manifest becomes"),
     "submit": ("interlink_htcondor.cli_tools", "send a pod to a running plugin"),
