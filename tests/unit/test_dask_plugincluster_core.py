@@ -397,3 +397,39 @@ def test_unreachable_plugin_is_reported() -> None:
             await cluster.close()
 
     run(main())
+
+
+def test_dask_labextension_drives_a_plugin_cluster_through_the_site_config() -> None:
+    """What the sidebar's NEW, SCALE, ADAPT and SHUTDOWN do, through dask-labextension's own
+    cluster manager and the factory a site configures (as the hub does)."""
+    import dask.config
+    from dask_labextension.manager import DaskClusterManager
+
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "run", create_delay=0)
+        async with serve(plugin) as url:
+            site = {
+                "labextension.factory": {
+                    "module": "interlink_htcondor.dask",
+                    "class": "PluginCluster",
+                    "args": [],
+                    "kwargs": {"status_interval": 0.2},
+                },
+                "interlink-htcondor.plugin-url": url,
+            }
+            with dask.config.set(site):
+                manager = await DaskClusterManager()
+                model = await manager.start_cluster()
+                assert model["name"] == "PluginCluster 1" and model["workers"] == 0
+                assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
+                cid = model["id"]
+                await manager.scale_cluster(cid, 2)
+                await until(lambda: manager.get_cluster(cid)["workers"] == 2, 30)
+                assert len(plugin.pods) == 2
+                model = manager.adapt_cluster(cid, 0, 3)
+                assert model["adapt"] == {"minimum": 0, "maximum": 3}
+                await manager.close_cluster(cid)
+                assert plugin.pods == {} and len(plugin.deleted) == 2
+                assert manager.list_clusters() == []
+
+    run(main())
