@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import io
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from interlink_htcondor.dask import PluginCluster, WorkerStartError
 from interlink_htcondor.dask.podstate import Phase
+from interlink_htcondor.dask.progress import TerminalDisplay
 
 Behaviour = Callable[[str], str]
 
@@ -254,8 +256,10 @@ def test_a_bad_image_says_why_once_in_each_place(capsys: pytest.CaptureFixture[s
         plugin = ScriptedPlugin(lambda name: "bad-image")
         async with cluster_for(plugin) as cluster:
             cluster.scale(1)
+            display = TerminalDisplay(io.StringIO())  # what the demo shows in a terminal
             with pytest.raises(WorkerStartError) as e:
-                await cluster.wait_for_workers(1, timeout=600)
+                await cluster.wait_for_workers(1, timeout=600, progress=display)
+            assert BAD_IMAGE not in display.stream.getvalue()  # the exception says it
             assert str(e.value).count(BAD_IMAGE) == 1  # not again from the log tail
             assert repr(cluster).count(BAD_IMAGE) == 1
             assert cluster._repr_html_().count(html.escape(BAD_IMAGE)) == 1

@@ -674,12 +674,12 @@ class PluginCluster(SpecCluster):
         self, n: int, start_failures: int, deadline: float | None, display: Display
     ) -> bool:
         counts = self.counts()
-        display.update(counts, self.notes())
         # The in-process scheduler's own view: scheduler_info keeps a worker's status
         # from when it joined (often "init").
         workers = list(self.scheduler.workers.values()) if self.scheduler is not None else []
         running = len([ws for ws in workers if ws.status == Status.running])
         if running >= n:
+            display.update(counts, self.notes())
             return True
         new_failures = self.failures[start_failures:]
         if new_failures and len(self.worker_spec) < n:
@@ -695,6 +695,7 @@ class PluginCluster(SpecCluster):
             raise TimeoutError(
                 f"only {running} of {n} workers connected in time ({counts.text()}){notes}"
             )
+        display.update(counts, self.notes())
         return False
 
 
