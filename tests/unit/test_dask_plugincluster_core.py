@@ -407,9 +407,11 @@ def test_dask_labextension_drives_a_plugin_cluster_through_the_site_config() -> 
     """What the sidebar's NEW, SCALE, ADAPT and SHUTDOWN do, through dask-labextension's own
     cluster manager and the factory a site configures (as the hub does)."""
     import dask.config
-    from dask_labextension.manager import DaskClusterManager
 
     async def main() -> None:
+        # Its import makes a module-level manager on the current (running) loop.
+        from dask_labextension.manager import DaskClusterManager
+
         plugin = ScriptedPlugin(lambda name: "run", create_delay=0)
         async with serve(plugin) as url:
             site = {
