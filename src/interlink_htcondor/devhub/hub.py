@@ -208,15 +208,28 @@ def _start_hub(paths: HubPaths, chp: Path) -> int:
 
 
 def _stop_all(paths: HubPaths) -> bool:
-    """Stop the hub (which stops its proxy and the users' servers), then the plugin."""
+    """Stop the hub (which stops its proxy and the users' servers), then the plugin, and
+    remove the jobs its plugin left (a server stopped with its clusters deletes no pod)."""
     stopped = procs.stop(paths.pid_file(HUB), str(paths.hub_config), grace=30)
     info = load_info(paths)
     if info is not None:
         stopped |= procs.stop(paths.pid_file(PLUGIN), f"--port={info.ports.plugin}")
+        _remove_jobs(info.plugin_instance)
     # A proxy whose hub was killed keeps running: it would hold the public port.
     stopped |= procs.stop(paths.run / "proxy.pid", str(proxy.command(paths.node_prefix)))
     paths.info_file.unlink(missing_ok=True)
     return stopped
+
+
+def _remove_jobs(instance: str) -> None:
+    """Remove the jobs of this hub's plugin instance (and only those) from the pool."""
+    pool = devpool.read_info()
+    if pool is None:
+        return
+    from interlink_htcondor.serveproc import force_remove, pool_schedd
+
+    constraint = f'InterlinkPlugin == "{instance}"'
+    force_remove(pool_schedd(pool), constraint, "the hub was stopped", pause=2)
 
 
 def down(paths: HubPaths | None = None) -> bool:
