@@ -566,9 +566,10 @@ class PluginCluster(SpecCluster):
             self.failures.append(failure)
             self._note(f"{failure}")
         rec.set(Observed(Phase.CLOSING, obs.reason, obs.message, obs.exit_code))
-        # SpecCluster then closes the worker, which deletes its pod (and job).
+        # SpecCluster then closes the worker, which deletes its pod (and job). Shielded:
+        # cancelling the watcher (close) must not cancel the shared task close awaits too.
         self.worker_spec.pop(rec.name, None)
-        await self._correct_state()
+        await asyncio.shield(self._correct_state())
 
     # -- what the user sees -------------------------------------------------------------
 
