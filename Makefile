@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status
+.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status browser hub-up hub-down \
+	hub-status
 
 venv: $(STAMP)
 
@@ -34,7 +35,7 @@ constraints:
 # The whole suite against the real pool (built and started if needed, left running), with
 # line coverage held at 90% or more for the service and the core (the job wrapper runs in
 # jobs, not in the measured process).
-test: venv pool-up
+test: venv pool-up browser
 	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --cov --cov-report= \
 		--junitxml=out/junit.xml --durations=15 -ra
 	$(BIN)/coverage report --include='src/interlink_htcondor/service/*' --fail-under=90
@@ -60,3 +61,16 @@ pool-down: venv
 
 pool-status: venv
 	$(BIN)/interlink-htcondor pool status
+
+# Debian's chromium for the browser test (Playwright drives it; no browser is downloaded).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && $(APT_INSTALL) chromium; }
+
+hub-up: venv
+	$(BIN)/interlink-htcondor hub up
+
+hub-down: venv
+	$(BIN)/interlink-htcondor hub down
+
+hub-status: venv
+	$(BIN)/interlink-htcondor hub status
