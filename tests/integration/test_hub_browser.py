@@ -125,7 +125,7 @@ def run_finished(page: Page, hub: HubInfo) -> bool:
 def saved_run(hub: HubInfo) -> Any:
     """The notebook as the server saved it, once every code cell ran (or one failed)."""
     path = hub.root / "users" / hub.user / NOTEBOOK.name
-    nb = nbformat.read(path, as_version=4)
+    nb = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]
     code = [c for c in nb.cells if c.cell_type == "code"]
     done = code[-1].get("execution_count") is not None
     return nb if done or errors(nb) else None

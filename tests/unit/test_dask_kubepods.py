@@ -40,7 +40,7 @@ def test_held_job_through_the_virtual_node_ends_the_worker() -> None:
 
 
 def test_unschedulable_and_removed_and_missing_image_end_the_worker() -> None:
-    cases = [
+    cases: list[dict[str, Any]] = [
         {"waiting": {"reason": "Unschedulable", "message": "more than any slot offers"}},
         {"terminated": {"exitCode": 143, "reason": "JobRemoved", "message": "condor_rm"}},
         {"terminated": {"exitCode": 128, "reason": "ContainerCannotRun", "message": "no image"}},

@@ -259,14 +259,16 @@ def test_a_bad_image_says_why_once_in_each_place(capsys: pytest.CaptureFixture[s
         plugin = ScriptedPlugin(lambda name: "bad-image")
         async with cluster_for(plugin) as cluster:
             cluster.scale(1)
-            display = TerminalDisplay(io.StringIO())  # what the demo shows in a terminal
+            shown = io.StringIO()
+            display = TerminalDisplay(shown)  # what the demo shows in a terminal
             with pytest.raises(WorkerStartError) as e:
                 await cluster.wait_for_workers(1, timeout=600, progress=display)
-            assert BAD_IMAGE not in display.stream.getvalue()  # the exception says it
+            assert BAD_IMAGE not in shown.getvalue()  # the exception says it
             assert str(e.value).count(BAD_IMAGE) == 1  # not again from the log tail
             assert repr(cluster).count(BAD_IMAGE) == 1
             assert cluster._repr_html_().count(html.escape(BAD_IMAGE)) == 1
-            assert BAD_IMAGE not in cluster._scaling_status()  # the widget's other tab
+            # The widget's other tab (distributed's method is untyped).
+            assert BAD_IMAGE not in cluster._scaling_status()  # type: ignore[no-untyped-call]
             assert BAD_IMAGE in "\n".join(m for _, m in cluster._cluster_manager_logs)
 
     run(main())
