@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
 .PHONY: venv test unit demo lint constraints pool-up pool-down pool-status browser hub-up hub-down \
-	hub-status
+	hub-status doc-images
 
 venv: $(STAMP)
 
@@ -74,3 +74,11 @@ hub-down: venv
 
 hub-status: venv
 	$(BIN)/interlink-htcondor hub status
+
+# The docs' pictures of the hub, refreshed on purpose: the browser test writes its
+# screenshots to out/screenshots/ (never into the tree); a passing run's are copied here.
+SCREENSHOTS := hub-dask-sidebar.png hub-zpeak-plot.png
+doc-images: venv pool-up browser
+	rm -f $(addprefix out/screenshots/,$(SCREENSHOTS))
+	$(BIN)/pytest tests/integration/test_hub_browser.py -ra
+	cp $(addprefix out/screenshots/,$(SCREENSHOTS)) docs/images/

@@ -3,7 +3,8 @@ to the project's JupyterHub, opens the Dask sidebar of JupyterLab, creates a clu
 "NEW" and scales it to 2 workers (2 HTCondor jobs appear in the pool's schedd), runs
 notebooks/zpeak.ipynb against it in the browser (the fit and the plot appear), and shuts
 the cluster down (the jobs are gone). Screenshots of the sidebar and the plot are written
-to docs/images/.
+to out/screenshots/ (git-ignored); `make doc-images` runs this test and copies them into
+docs/images/, the deliberate way to refresh the docs' pictures.
 
 The machine is slow and shared: every wait polls with a generous deadline.
 """
@@ -28,7 +29,9 @@ from interlink_htcondor.local_plugin import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "zpeak.ipynb"
-IMAGES = ROOT / "docs" / "images"
+SCREENSHOTS = ROOT / "out" / "screenshots"
+DOC_IMAGES = ROOT / "docs" / "images"
+SIDEBAR_PNG, PLOT_PNG = "hub-dask-sidebar.png", "hub-zpeak-plot.png"  # as in the Makefile
 CHROMIUM = "/usr/bin/chromium"
 # A closed network and a container: no sandbox, GPU, QUIC or background traffic.
 FLAGS = [
@@ -152,6 +155,7 @@ def stream_text(nb: Any) -> str:
 def test_physicist_runs_the_zpeak_notebook_on_a_sidebar_cluster(
     hub: HubInfo, browser: Browser, schedd: Any, tmp_path: Path
 ) -> None:
+    docs_before = tree_files(DOC_IMAGES)
     page = browser.new_page(viewport={"width": 1440, "height": 1280})
     page.set_default_timeout(120_000)
     try:
@@ -162,6 +166,13 @@ def test_physicist_runs_the_zpeak_notebook_on_a_sidebar_cluster(
         raise
     finally:
         page.close()
+    # The screenshots went to out/: a developer's tree is left as it was.
+    assert tree_files(DOC_IMAGES) == docs_before
+    assert all((SCREENSHOTS / name).stat().st_size > 0 for name in (SIDEBAR_PNG, PLOT_PNG))
+
+
+def tree_files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if p.is_file()}
 
 
 def run_the_seat(page: Page, hub: HubInfo, schedd: Any) -> None:
@@ -191,8 +202,8 @@ def run_the_seat(page: Page, hub: HubInfo, schedd: Any) -> None:
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=300_000)
     until(lambda: "| Idle" in status_bar(page), 300, "the notebook's kernel")
     open_dask_sidebar(page)
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / "hub-dask-sidebar.png"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / SIDEBAR_PNG))
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name=re.compile(r"^Run All Cells")).click()
     until(lambda: run_finished(page, hub), 900, "the notebook to run")
@@ -217,7 +228,7 @@ def run_the_seat(page: Page, hub: HubInfo, schedd: Any) -> None:
     until(lambda: plot.count() or notebook.evaluate("e => { e.scrollTop -= 400; }"), 120, "plot")
     plot.first.scroll_into_view_if_needed()
     until(lambda: plot.first.evaluate("i => i.complete && i.naturalWidth > 400"), 60, "image")
-    plot.first.screenshot(path=str(IMAGES / "hub-zpeak-plot.png"))
+    plot.first.screenshot(path=str(SCREENSHOTS / PLOT_PNG))
 
     # "SHUTDOWN": the cluster closes, and its jobs leave the queue.
     open_dask_sidebar(page)
