@@ -14,9 +14,11 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from interlink_htcondor import cli
 from interlink_htcondor.dask import PluginCluster, WorkerTemplate
 from interlink_htcondor.devhub import jhconfig, siteconfig
 from interlink_htcondor.devhub.state import HubInfo, HubPaths, HubPorts, password
+from interlink_htcondor.devpool import state as devpool_state
 
 
 def test_the_sidebars_new_button_makes_a_plugin_cluster_with_the_sites_defaults(
@@ -138,3 +140,15 @@ def test_password_is_made_once_and_private(tmp_path: Path) -> None:
     first = password(paths)
     assert len(first) >= 16 and password(paths) == first
     assert stat.S_IMODE(paths.password_file.stat().st_mode) == 0o600
+
+
+def test_a_hub_error_is_one_clear_line_of_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(devpool_state.STATE_DIR_ENV, str(tmp_path))  # no hub was started here
+    assert cli.main(["hub", "status"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "interlink-htcondor hub: error: the hub is not running; start it with: "
+        "interlink-htcondor hub up\n"
+    )
