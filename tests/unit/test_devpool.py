@@ -238,3 +238,20 @@ def test_pool_env_variables_do_not_disturb_settings(
     for k, v in make_info(tmp_path).client_env(uid=7411).items():
         monkeypatch.setenv(k, v)
     assert settings.load().schedd.collector == ""
+
+
+def test_namespace_argv_passes_the_command_verbatim_after_a_fixed_script() -> None:
+    from interlink_htcondor.devpool import daemons
+
+    argv = ["condor_q", "-constraint", 'Owner == "x"; rm -rf /', "$(id)"]
+    full = daemons.namespace_argv(123, argv, user="ilhtc")
+    assert full[: full.index("sh")] == [
+        "nsenter", "--target=123", "--mount", "--pid", "--root", "--wd",
+        "setpriv", "--reuid=ilhtc", "--regid=ilhtc", "--init-groups", "--",
+    ]  # fmt: skip
+    script = full[full.index("sh") : full.index("sh") + 5]
+    assert script == ["sh", "-c", 'cd "$1" && shift && exec "$@"', "run-in-pool", "/home/ilhtc"]
+    assert full[-len(argv) :] == argv
+    assert "setpriv" not in daemons.namespace_argv(123, argv, user="root")
+    with pytest.raises(ValueError):
+        daemons.namespace_argv(123, [])

@@ -498,3 +498,67 @@ def test_unmatchable_names_the_resource_no_slot_offers() -> None:
     assert why is not None and "204800 MiB memory" in why and "16384 MiB" in why
     assert "GPUs" in (unmatchable({"RequestGPUs": 1}, largest) or "")
     assert unmatchable({"RequestMemory": 10**9}, {}) is None  # nothing known yet
+
+
+# A Dask worker (like many servers) exits 0 on the SIGTERM that a hold or a condor_rm sends:
+# its own "terminated 0" must not read as a normal completion.
+
+
+def test_running_container_stopped_by_a_hold_is_held_not_completed() -> None:
+    held_at = int(NOW) - 10
+    a = ad(
+        HELD,
+        HoldReason="Job was held by the admin: quota",
+        EnteredCurrentStatus=held_at,
+        InterlinkStateI0=st("terminated", 0, "", 1, 2),  # ended long before the hold
+        InterlinkStateC0=st("terminated", 0, "Completed", 3, held_at + 1),
+        InterlinkStateC1=st("running", start=3),
+    )
+    r = run(a)
+    assert not r.terminal
+    assert states(r, "initContainers")[0]["terminated"]["reason"] == "Completed"
+    for s in states(r):
+        assert s["waiting"]["reason"] == "JobHeld"
+        assert "quota" in s["waiting"]["message"]
+
+
+def test_container_stopped_by_a_hold_fails_past_the_grace() -> None:
+    held_at = int(NOW) - 400
+    a = ad(
+        HELD,
+        HoldReason="quota",
+        EnteredCurrentStatus=held_at,
+        InterlinkStateC0=st("terminated", 0, "Completed", 3, held_at),
+        InterlinkStateC1=st("terminated", 0, "Completed", 3, held_at + 2),
+    )
+    r = run(a)
+    assert r.terminal and r.remove_reason is not None
+    for s in states(r):
+        t = s["terminated"]
+        assert (t["reason"], t["exitCode"]) == ("JobHeld", 143)  # 0 after the hold's SIGTERM
+        assert "quota" in t["message"]
+        assert t["startedAt"] == rfc3339(3)
+
+
+@pytest.mark.parametrize("from_history", [False, True])
+def test_container_stopped_by_a_removal_is_removed_not_completed(from_history: bool) -> None:
+    removed_at = int(NOW) - 10
+    a = ad(
+        REMOVED,
+        LastJobStatus=RUNNING,
+        RemoveReason="via condor_rm (by user alice)",
+        EnteredCurrentStatus=removed_at,
+        InterlinkStateI0=st("terminated", 0, "", 1, 2),
+        InterlinkStateC0=st("terminated", 0, "Completed", 3, removed_at + 1),
+        InterlinkStateC1=st("terminated", 143, "Error", 3, removed_at + 1),
+        **({FROM_HISTORY: True} if from_history else {}),
+    )
+    r = run(a)
+    assert states(r, "initContainers")[0]["terminated"]["reason"] == "Completed"
+    main, side = (s["terminated"] for s in states(r))
+    for t in (main, side):
+        assert t["reason"] == "JobRemoved"
+        assert "condor_rm (by user alice)" in t["message"]
+    # The pod fails: exit 0 after SIGTERM becomes 143, as if the signal had killed it.
+    assert main["exitCode"] == 143 and "exited with code 0" in main["message"]
+    assert side["exitCode"] == 143

@@ -39,6 +39,13 @@ MAX_TRACKED_CONTAINERS = 32
 # Exit codes for containers the job ended without them reporting one themselves.
 EXIT_KILLED = 137  # like a container killed by the kubelet (128 + SIGKILL)
 EXIT_FAILED = 1
+# A container that exited 0 on the SIGTERM of a hold or a removal (as a Dask worker does):
+# reported as if the signal had killed it, so the pod fails instead of succeeding.
+EXIT_STOPPED = 143
+
+# A container that ended this close to the job's hold or removal, or after it, was stopped
+# by it (the execute point's clock may lag the schedd's by a little).
+STOP_SKEW_SECONDS = 5
 
 # Set by the gateway on ads that come from the schedd's history (not a ClassAd attribute).
 FROM_HISTORY = "_InterlinkFromHistory"
@@ -168,29 +175,29 @@ def pod_status(
     elif status in (RUNNING, SUSPENDED, TRANSFERRING_OUTPUT):
         states = view.live_states(init_names, app_names)
     elif status == HELD:
-        held_for = now - _int(ad, classad_attrs.HELD_SINCE, int(now))
+        since = _int(ad, classad_attrs.HELD_SINCE, int(now))
         reason = _str(ad, "HoldReason") or "no reason given"
-        if held_for >= held_grace_seconds:
+        if now - since >= held_grace_seconds:
             remove_reason = f"held for more than {held_grace_seconds} s: {reason}"
             end = _Terminated(EXIT_FAILED, "JobHeld", f"HTCondor job {jid} was {remove_reason}")
             states = view.final_states(init_names, app_names, end)
+            _stopped_by(states, end, since)
         else:
             message = (
                 f"HTCondor job {jid} is held: {reason} (the pod fails if still held "
                 f"{held_grace_seconds} s after the hold)"
             )
-            states = view.held_states(init_names, app_names, _Waiting("JobHeld", message))
+            states = view.held_states(init_names, app_names, _Waiting("JobHeld", message), since)
     elif status == REMOVED:
         why = _str(ad, "RemoveReason") or "no reason given"
         end = _Terminated(EXIT_KILLED, "JobRemoved", f"HTCondor job {jid} was removed: {why}")
         if is_stopping(ad):
             # Still in the queue while the wrapper runs preStop hooks and stops the
-            # containers: they end with their own exit codes in a moment.
+            # containers: they end in a moment.
             states = view.live_states(init_names, app_names)
-            _annotate(states, end.message, _int(ad, classad_attrs.HELD_SINCE))
         else:
             states = view.final_states(init_names, app_names, end)
-            _annotate(states, end.message, _int(ad, classad_attrs.HELD_SINCE))
+        _stopped_by(states, end, _int(ad, classad_attrs.HELD_SINCE))
     elif status == COMPLETED:
         states = view.final_states(init_names, app_names, _job_exit(ad, jid))
     else:
@@ -304,13 +311,14 @@ class _JobView:
         return out
 
     def held_states(
-        self, init: Sequence[str], app: Sequence[str], waiting: _Waiting
+        self, init: Sequence[str], app: Sequence[str], waiting: _Waiting, since: int
     ) -> dict[Kind, list[_State]]:
-        """Finished containers keep their result; the others wait on the hold."""
+        """Containers that ended before the hold keep their result; the others, and those
+        the hold stopped, wait on the hold."""
         out = self.live_states(init, app)
         for states in out.values():
             for i, s in enumerate(states):
-                if not isinstance(s, _Terminated):
+                if not isinstance(s, _Terminated) or _ended_by_stop(s, since):
                     states[i] = replace(waiting, restarts=s.restarts, last=s.last)
         return out
 
@@ -350,15 +358,27 @@ def is_stopping(ad: Mapping[str, Any]) -> bool:
     )
 
 
-def _annotate(states: dict[Kind, list[_State]], message: str, since: int) -> None:
-    """Say why containers that ended with the job's removal ended (they say nothing)."""
+def _ended_by_stop(s: _Terminated, since: int) -> bool:
+    """``s`` ended when the job was held or removed at ``since``, or after: stopped by it."""
+    return bool(since) and s.finished >= since - STOP_SKEW_SECONDS
+
+
+def _stopped_by(states: dict[Kind, list[_State]], end: _Terminated, since: int) -> None:
+    """Containers the hold or removal stopped carry its reason and HTCondor's message, never
+    a normal completion: one that exited 0 on the SIGTERM is reported as killed by it."""
     for kind, group in states.items():
-        states[kind] = [
-            replace(s, message=message)
-            if isinstance(s, _Terminated) and not s.message and (s.finished or since) >= since
-            else s
-            for s in group
-        ]
+        out: list[_State] = []
+        for s in group:
+            if isinstance(s, _Terminated) and s.reason != end.reason and _ended_by_stop(s, since):
+                note = " (the container exited with code 0 when stopped)" if not s.exit_code else ""
+                s = replace(
+                    s,
+                    exit_code=s.exit_code or EXIT_STOPPED,
+                    reason=end.reason,
+                    message=end.message + note,
+                )
+            out.append(s)
+        states[kind] = out
 
 
 def _all(s: _State, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
