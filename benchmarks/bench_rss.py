@@ -98,7 +98,7 @@ def slope_mib_per_minute(samples: list[Json], after: float) -> float:
     mx = statistics.fmean(x for x, _ in pts)
     my = statistics.fmean(y for _, y in pts)
     var = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / var
+    return float(sum((x - mx) * (y - my) for x, y in pts) / var)
 
 
 def main() -> None:

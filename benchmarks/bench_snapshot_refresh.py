@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -167,8 +168,9 @@ async def measure(info: PoolInfo, instance: str, n: int) -> Json:
 
         # The plugin's way: the snapshot process and its change queries.
         for name in ("first", "changes", "relist"):
+            relist = name == "relist"
             wall, stall, cpu, answer = await probed(
-                lambda name=name: gw._feed.refresh(full=name == "relist")
+                functools.partial(gw._feed.refresh, full=relist)
             )
             out[f"process_changes_{name}"] = row(
                 wall, stall, cpu, changed=len(answer.changes.changed),

@@ -117,6 +117,40 @@ async def test_stale_snapshot_served_while_the_next_is_queried() -> None:
     assert fetch.calls == 3
 
 
+async def test_a_slow_refresh_widens_the_window_in_which_the_current_one_is_served() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1, status=1)], delay=0)
+    cost = {"seconds": 3.0}  # a full listing of a large queue
+
+    async def slow() -> JobChanges:
+        clock.t += cost["seconds"]
+        return await fetch()
+
+    snap = JobSnapshot(slow, 1.0, clock=clock, serve_stale_seconds=1.0)
+    first = await snap.get()
+    assert snap.serve_stale_seconds == 6.0  # twice the slowest refresh
+    clock.t += 2.0  # 5 s old: past interval + one interval, within interval + 6 s
+    cost["seconds"] = 0.0
+    assert await snap.get() is first
+    await until(lambda: snap.current is not first)
+    assert fetch.calls == 2
+    clock.t += 8.0  # past the widened window too: the caller waits for the query
+    fetch.ads = []
+    assert snap.lookup(await snap.get(), "a") is None
+    assert fetch.calls == 3
+
+
+async def test_without_slow_refreshes_an_old_snapshot_is_not_served() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1, status=1)])
+    snap = JobSnapshot(fetch, 1.0, clock=clock, serve_stale_seconds=0)
+    first = await snap.get()
+    clock.t += 1.5
+    fetch.ads = [job("a", 1, status=2)]
+    second = await snap.get()
+    assert second is not first and found(snap.lookup(second, "a"))["JobStatus"] == 2
+
+
 async def test_pending_submit_visible_until_a_later_query_sees_it() -> None:
     clock = Clock()
     fetch = Fetcher([])

@@ -35,6 +35,12 @@ import htcondor2
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.itemdata import (
+    SubmitRefused,
+    batch,
+    check_commands,
+    refused_description,
+)
 from interlink_htcondor.core.job_changes import (
     SINCE_SLACK_SECONDS,
     JobChanges,
@@ -464,22 +470,12 @@ class ScheddGateway:
 
     async def capacity(self) -> Capacity:
         """What the pool's execute slots offer, summed over the collector's slot ads."""
-        resources = ("Cpus", "Memory", "Disk", "GPUs")
-        projection = [*resources, *(f"TotalSlot{r}" for r in resources), "SlotType"]
+        projection = [*_RESOURCES, *(f"TotalSlot{r}" for r in _RESOURCES), "SlotType"]
 
         def run() -> Capacity:
             coll = htcondor2.Collector(self._cfg.collector or None)
             ads = coll.query(htcondor2.AdType.Startd, projection=projection)
-            cpus = mem = gpus = 0
-            largest = dict.fromkeys(resources, 0)
-            for ad in ads:
-                p = plain(ad)
-                cpus += _num(p.get("Cpus"))
-                mem += _num(p.get("Memory"))
-                gpus += _num(p.get("GPUs"))
-                for r in resources:
-                    largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
-            return Capacity(cpus, mem, gpus, len(ads), largest)
+            return capacity_of([plain(ad) for ad in ads])
 
         return await self._call("collector", run)
 
@@ -488,37 +484,53 @@ class ScheddGateway:
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
         """Submit ``plan`` (its sandbox already written), batched with the submits that
         arrive within a few milliseconds. Never retried: a submit that timed out may have
-        happened (the create handler's lock file tells)."""
+        happened (the create handler's lock file tells). A value that could not travel
+        intact in a batch's row, or a description HTCondor refuses, fails this pod only
+        (``SubmitRefused``), before it joins a batch or by a submit of its own."""
         commands = self.submit_commands(plan, sandbox)
+        check_commands(commands)
         return await self._batcher.submit(_Pending(plan, sandbox, commands))
 
-    def _submit_batch(self, batch: list[_Pending]) -> None:
-        """Blocking: submit a batch as one transaction; sets each item's outcome."""
+    def _submit_batch(self, pending: list[_Pending]) -> None:
+        """Blocking: submit the pods as one cluster (one transaction) and set each one's
+        outcome. When HTCondor refuses the description (a value one pod set that it cannot
+        turn into a job ad), each pod is submitted alone instead, so that only that pod
+        fails: a transaction submits all of a cluster or nothing, so nothing is submitted
+        twice. Any other failure raises (the schedd's, for every pod without an outcome)."""
         schedd = self._schedd()
-        keys = list(batch[0].commands)
-        # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
-        template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
-        items = [{f"v{i}": item.commands[k] for i, k in enumerate(keys)} for item in batch]
-        result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
-        cluster = int(result.cluster())
-        if self.spool:
-            try:
-                schedd.spool(result)
-            except Exception:
-                # Jobs without their input would wait for ever: take them back.
-                with contextlib.suppress(Exception):
-                    schedd.act(
-                        htcondor2.JobAction.RemoveX,
-                        f"ClusterId == {cluster}",
-                        _reason("spool failed"),
-                    )
+        template, items = batch([item.commands for item in pending])
+        try:
+            result = schedd.submit(
+                htcondor2.Submit(template), itemdata=iter(items), spool=self.spool
+            )
+            cluster = int(result.cluster())
+            if self.spool:
+                try:
+                    schedd.spool(result)
+                except Exception:
+                    # Jobs without their input would wait for ever: take them back.
+                    with contextlib.suppress(Exception):
+                        schedd.act(
+                            htcondor2.JobAction.RemoveX,
+                            f"ClusterId == {cluster}",
+                            _reason("spool failed"),
+                        )
+                    raise
+        except Exception as e:
+            if not refused_description(e):
                 raise
+            if len(pending) > 1:
+                for item in pending:
+                    self._submit_batch([item])
+            else:
+                pending[0].error = SubmitRefused(str(e))
+            return
         # As condor_submit does: ask for a negotiation cycle now rather than at the next
         # interval (a minute on many pools). Best effort: the jobs are queued anyway.
         with contextlib.suppress(Exception):
             schedd.reschedule()
         now = int(time.time())
-        for proc, item in enumerate(batch):
+        for proc, item in enumerate(pending):
             plan = item.plan
             ad: Ad = {
                 "ClusterId": cluster,
@@ -684,6 +696,36 @@ def _attr_key(command: str) -> str:
     if c.startswith("my."):
         return c[3:]
     return ""
+
+
+_RESOURCES = ("Cpus", "Memory", "Disk", "GPUs")
+
+
+def capacity_of(slots: Sequence[Mapping[str, Any]]) -> Capacity:
+    """What execute slots offer, from their collector ads (plain dicts).
+
+    A partitionable slot counts with its totals (``TotalSlotCpus``...), and its dynamic slots
+    not at all: summing what each ad holds now dips while a job starts (the partitionable slot
+    already advertises what is left, the new dynamic slot's ad is not in yet). Static slots
+    count with their own resources."""
+    cpus = mem = gpus = counted = 0
+    largest = dict.fromkeys(_RESOURCES, 0)
+    for p in slots:
+        kind = p.get("SlotType")
+        if kind == "Dynamic":
+            continue
+        prefix = "TotalSlot" if kind == "Partitionable" else ""
+
+        def get(r: str, p: Mapping[str, Any] = p, prefix: str = prefix) -> int:
+            return _num(p.get(f"{prefix}{r}", p.get(r)))
+
+        counted += 1
+        cpus += get("Cpus")
+        mem += get("Memory")
+        gpus += get("GPUs")
+        for r in _RESOURCES:
+            largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
+    return Capacity(cpus, mem, gpus, counted, largest)
 
 
 def _num(v: Any) -> int:

@@ -25,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -56,12 +56,16 @@ class JobFeed:
 
     ``init`` is the child's configuration (``ChangeQueries``' arguments, JSON-ready);
     ``timeout`` bounds one refresh: past it the child is killed (a binding call cannot be
-    interrupted otherwise) and the next refresh starts a new one.
+    interrupted otherwise) and the next refresh starts a new one. ``command`` is the
+    child's command line (by default this module's ``main``).
     """
 
-    def __init__(self, init: Mapping[str, Any], timeout: float) -> None:
+    def __init__(
+        self, init: Mapping[str, Any], timeout: float, command: Sequence[str] | None = None
+    ) -> None:
         self._init = dict(init)
         self._timeout = timeout
+        self._command = list(command) if command else [sys.executable, "-m", __name__]
         self._proc: asyncio.subprocess.Process | None = None
         self._ended: set[asyncio.subprocess.Process] = set()  # killed, to be reaped
         self._lock = asyncio.Lock()
@@ -120,9 +124,7 @@ class JobFeed:
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            __name__,
+            *self._command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,

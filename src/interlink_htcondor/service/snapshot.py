@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +24,11 @@ from interlink_htcondor.core.job_changes import JobChanges, index_by_uid
 from interlink_htcondor.core.pod_status import COMPLETED, REMOVED
 
 log = logging.getLogger(__name__)
+
+# The window in which a snapshot is served while its successor is queried follows the
+# slowest recent refresh: at one a second, the last two minutes hold a full listing.
+RECENT_REFRESHES = 128
+SLOW_REFRESH_FACTOR = 2.0
 
 Ad = dict[str, Any]
 FetchJobs = Callable[[], Awaitable[JobChanges]]
@@ -101,9 +106,12 @@ class JobSnapshot:
     """A coalesced, rate-limited view of the plugin's jobs.
 
     ``fetch`` runs the one schedd query and returns what changed since its previous
-    answer. ``serve_stale_seconds`` (default: one interval)
-    is how much older than the interval a snapshot is still served while its successor is
-    queried; ``max_stale_seconds`` bounds how long one is served while the schedd fails.
+    answer. ``serve_stale_seconds`` (default: one interval) is how much older than the
+    interval a snapshot is still served while its successor is queried; the window widens
+    to ``SLOW_REFRESH_FACTOR`` times the slowest of the last ``RECENT_REFRESHES`` refreshes
+    (a full listing of a large queue takes seconds: the calls meanwhile are answered from
+    the current snapshot rather than all waiting for it). ``max_stale_seconds`` bounds how
+    long one is served while the schedd fails.
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class JobSnapshot:
         # Jobs submitted by this process and not yet seen by a query: uid -> (time, ad).
         self._pending: dict[str, tuple[float, Ad]] = {}
         self._forgotten: dict[str, float] = {}
+        self._durations: deque[float] = deque(maxlen=RECENT_REFRESHES)
 
     @property
     def current(self) -> Snapshot | None:
@@ -152,12 +161,19 @@ class JobSnapshot:
                 return self._stale_or_raise(now, failure[1])
             self._inflight = asyncio.ensure_future(self._do_refresh())
             self._inflight.add_done_callback(_retrieve)
-        if cur is not None and age < self._refresh + self._serve_stale:
+        if cur is not None and age < self._refresh + self.serve_stale_seconds:
             return cur
         try:
             return await asyncio.shield(self._inflight)
         except Exception as e:
             return self._stale_or_raise(self._clock(), e)
+
+    @property
+    def serve_stale_seconds(self) -> float:
+        """How much older than the interval a snapshot is served while its successor is
+        queried (see the class's doc)."""
+        slowest = max(self._durations, default=0.0)
+        return max(self._serve_stale, SLOW_REFRESH_FACTOR * slowest)
 
     def _stale_or_raise(self, now: float, error: BaseException) -> Snapshot:
         cur = self._current
@@ -170,6 +186,7 @@ class JobSnapshot:
         try:
             changes = await self._fetch()
             snap = apply_changes(self._current, changes, started, self._clock())
+            self._durations.append(snap.finished - snap.started)
             self._current = snap
             self._last_failure = None
             self._expire(snap)

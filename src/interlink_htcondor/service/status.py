@@ -17,7 +17,7 @@ from typing import Any
 
 import pydantic_core
 
-from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.classad_attrs import ReportedState, job_id
 from interlink_htcondor.core.models import PodRef
 from interlink_htcondor.core.pod_status import (
     COMPLETED,
@@ -28,7 +28,7 @@ from interlink_htcondor.core.pod_status import (
     runs_wrapper,
     unmatchable,
 )
-from interlink_htcondor.core.status_file import ContainerReport, parse_status_file
+from interlink_htcondor.core.status_file import parse_status_file
 from interlink_htcondor.service.answer_cache import STEADY_STATES, cacheable, pod_key
 from interlink_htcondor.service.errors import HTTPError
 from interlink_htcondor.service.request_body import parse_json
@@ -182,7 +182,7 @@ async def _refresh_capacity(state: PluginState) -> None:
 
 async def _final_reports(
     state: PluginState, pod: PodRef, ad: Mapping[str, Any]
-) -> dict[str, ContainerReport] | None:
+) -> dict[str, ReportedState] | None:
     """Final container reports from the job's status.json (chirp may have missed some)."""
     jid = job_id(ad)
     cached = state.final_reports.get(jid)
