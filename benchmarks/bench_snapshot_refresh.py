@@ -52,13 +52,16 @@ NEVER_MATCHES = 'TARGET.Machine == "no-such-machine.invalid"'
 # The child of ``process_all``: query, convert, print every ad as JSON on one line.
 ALL_CHILD = """
 import json, sys
-from interlink_htcondor.service.gateway import ChangeQueries, plain
 import htcondor2
-from interlink_htcondor.service.gateway import locate_schedd
-q = ChangeQueries(**json.loads(sys.argv[1]))
-schedd = htcondor2.Schedd(locate_schedd(q._cfg))
+from interlink_htcondor.service.gateway import configure_htcondor, locate_schedd, plain, quote
+from interlink_htcondor.settings import ScheddSettings
+init = json.loads(sys.argv[1])
+cfg = ScheddSettings(**init["schedd"])
+configure_htcondor(cfg)
+mine = 'InterlinkPlugin == ' + quote(init["instance"])
+schedd = htcondor2.Schedd(locate_schedd(cfg))
 for line in sys.stdin:
-    ads = [plain(a) for a in schedd.query(constraint=q.mine, projection=json.loads(line))]
+    ads = [plain(a) for a in schedd.query(constraint=mine, projection=json.loads(line))]
     sys.stdout.write(json.dumps(ads) + "\\n")
     sys.stdout.flush()
 """

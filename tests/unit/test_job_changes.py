@@ -6,7 +6,10 @@ from typing import Any
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.job_changes import (
+    CHECKED_LIMIT,
     LIVE_STATES,
+    SINCE_SLACK_SECONDS,
+    ChangeQueries,
     JobView,
     changes_constraint,
     index_by_uid,
@@ -133,3 +136,95 @@ def test_index_by_uid_agrees_with_the_view() -> None:
     assert set(idx) == {"a", "b"} and idx["a"]["ClusterId"] == 10
     view = JobView()
     assert view.apply(ads, full=True).changed == idx
+
+
+# ---------------------------------------------------------------------------------------
+# ChangeQueries: which query when, on whose clock
+
+
+class ScriptedSchedd:
+    """Answers each query with the next ads of ``answers`` (copies, with ``ServerTime``
+    as the schedd adds it), and moves the clocks by ``cost`` seconds per query."""
+
+    def __init__(self, clocks: list[float], skew: int) -> None:
+        self.clocks = clocks  # [monotonic, wall]
+        self.skew = skew  # the schedd's clock minus ours
+        self.answers: list[list[Ad]] = []
+        self.constraints: list[str] = []
+        self.cost = 0.5
+        self.server_time = True
+
+    def __call__(self, constraint: str) -> list[Ad]:
+        self.constraints.append(constraint)
+        self.clocks[0] += self.cost
+        self.clocks[1] += self.cost
+        now = int(self.clocks[1]) + self.skew
+        extra = {"ServerTime": now} if self.server_time else {}
+        return [{**ad, **extra} for ad in self.answers.pop(0)]
+
+
+def queries(full_every: float = 30.0, skew: int = 100) -> tuple[ChangeQueries, ScriptedSchedd]:
+    clocks = [1000.0, 1_700_000_000.0]
+    schedd = ScriptedSchedd(clocks, skew)
+    q = ChangeQueries(
+        "Mine", full_every, schedd, lambda s: f'"{s}"',
+        clock=lambda: clocks[0], wall=lambda: clocks[1],
+    )  # fmt: skip
+    return q, schedd
+
+
+def test_the_first_query_lists_every_job_then_changes_follow_the_schedds_clock() -> None:
+    q, schedd = queries()
+    schedd.answers = [[job("a", 1)], [job("b", 2)]]
+    first, kind = q.run((), ())
+    assert kind == "query" and schedd.constraints[0] == "Mine"
+    assert first.reset and "ServerTime" not in first.changed["a"]  # it differs every time
+    schedd.clocks[1] += 1.0
+    second, kind = q.run((), ())
+    assert kind == "query_changes" and set(second.changed) == {"b"}
+    # Since the first query's start on the schedd's clock (sent at 1,700,000,000.0 ours,
+    # answered at 1,700,000,100 the schedd's, arriving at 1,700,000,000.5 ours: the
+    # schedd is taken to be 99.5 s ahead), less the slack.
+    since = 1_700_000_000 + 99 - SINCE_SLACK_SECONDS
+    assert schedd.constraints[1] == changes_constraint("Mine", since)
+
+
+def test_removed_pods_and_jobs_are_asked_about_by_uid() -> None:
+    q, schedd = queries()
+    schedd.answers = [[job("a", 1), job("b", 2)], [job("b", 2)], []]
+    q.run((), ())
+    changes, kind = q.run(["x"], ["1.0"])  # pod x, and the job of pod a
+    assert kind == "query_changes"
+    assert schedd.constraints[1].endswith('member(InterlinkPodUID, {"a", "x"}))')
+    assert changes.removed == {"a"}  # asked about, not in the answer: it left
+    # Too many to name: a full listing instead.
+    many = [f"u{i}" for i in range(CHECKED_LIMIT + 1)]
+    assert q.run(many, ())[1] == "query"
+
+
+def test_full_listings_come_every_interval_or_twenty_times_their_cost() -> None:
+    q, schedd = queries(full_every=30.0)
+    schedd.answers = [[job("a", 1)] for _ in range(10)]
+    assert q.run((), ())[1] == "query"
+    schedd.clocks[0] += 29.0
+    assert q.run((), ())[1] == "query_changes"
+    schedd.clocks[0] += 1.0
+    assert q.run((), ())[1] == "query"
+    # A listing that took 4 s: the next one 80 s later, not 30.
+    schedd.cost = 4.0
+    schedd.clocks[0] += 31.0
+    assert q.run((), ())[1] == "query"
+    schedd.cost = 0.0
+    schedd.clocks[0] += 60.0
+    assert q.run((), ())[1] == "query_changes"
+    schedd.clocks[0] += 20.0
+    assert q.run((), ())[1] == "query"
+    assert q.run((), (), full=True)[1] == "query"  # asked for
+
+
+def test_without_the_schedds_clock_every_query_is_a_full_listing() -> None:
+    q, schedd = queries()
+    schedd.server_time = False
+    schedd.answers = [[job("a", 1)], [job("a", 1)]]
+    assert q.run((), ())[1] == "query"
+    assert q.run((), ())[1] == "query"

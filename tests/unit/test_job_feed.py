@@ -17,11 +17,11 @@ import pytest
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.job_changes import JobChanges, JobView
-from interlink_htcondor.service import gateway, job_feed
+from interlink_htcondor.service import job_feed
 
 
 class ScriptedQueries:
-    """Stands for ``gateway.ChangeQueries``: answers from ``script``, records requests."""
+    """Stands for ``job_changes.ChangeQueries``: answers from ``script``, records requests."""
 
     script: ClassVar[list[Any]] = []
     seen: ClassVar[list[tuple[list[str], list[str], bool]]] = []
@@ -47,7 +47,7 @@ def ad(uid: str, cluster: int, status: int = 1) -> dict[str, Any]:
 
 
 def test_answers_come_in_chunks_then_an_end_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gateway, "ChangeQueries", ScriptedQueries)
+    monkeypatch.setattr(job_feed, "change_queries", ScriptedQueries)
     monkeypatch.setattr(job_feed, "CHUNK_ADS", 2)
     many = [ad(f"u{i}", i) for i in range(5)]
     ScriptedQueries.script = [

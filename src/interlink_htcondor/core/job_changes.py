@@ -20,7 +20,8 @@ to what it knew and tells what changed for each pod (``JobChanges``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,11 @@ LIVE_STATES = (RUNNING, REMOVED, TRANSFERRING_OUTPUT, SUSPENDED)
 # EnteredCurrentStatus holds whole seconds of the schedd's clock, which may differ from
 # ours: a change query reaches this far before the previous query.
 SINCE_SLACK_SECONDS = 5
+# A full listing comes at least every ``full_refresh_seconds`` and at most once per this
+# many times its own duration (a 3 s listing: once a minute).
+FULL_LISTING_COST_FACTOR = 20
+# At most this many pod UIDs asked about in one change query (more: a full listing).
+CHECKED_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -186,3 +192,79 @@ class JobView:
         if reset:
             return JobChanges(dict(self._standing), frozenset(), full=full, reset=True)
         return JobChanges(changed, frozenset(removed), full=full)
+
+
+Query = Callable[[str], list[Ad]]  # a constraint -> the matching ads (blocking)
+
+
+class ChangeQueries:
+    """Which query keeps the view up to date, and what it changed (the schedd behind
+    ``query``; the clocks injected).
+
+    ``run`` makes one query: a full listing of the plugin's jobs (``mine``) when the last
+    one is ``full_refresh_seconds`` old (or ``FULL_LISTING_COST_FACTOR`` times its own
+    duration, whichever is longer), when the schedd's clock is not known yet (no answer
+    held a ``ServerTime``), or when asked; otherwise a change query (``changes_constraint``)
+    since the previous query, on the schedd's clock. ``quote`` makes a ClassAd string
+    literal (the bindings').
+    """
+
+    def __init__(
+        self,
+        mine: str,
+        full_refresh_seconds: float,
+        query: Query,
+        quote: Callable[[str], str],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.mine = mine
+        self.view = JobView()
+        self._full_every = full_refresh_seconds
+        self._query = query
+        self._quote = quote
+        self._clock = clock
+        self._wall = wall
+        self._last_full = float("-inf")
+        self._full_cost = 0.0
+        self._offset: float | None = None  # the schedd's clock minus ours
+        self._since: int | None = None  # schedd time of the previous query's start
+
+    def run(
+        self, uids: Collection[str], jids: Collection[str], *, full: bool = False
+    ) -> tuple[JobChanges, str]:
+        """One query, with ``uids`` and ``jids`` the pods and jobs removed since the
+        previous one (the change query checks whether they left); what changed, and which
+        kind of query it was ("query" for a full listing, "query_changes")."""
+        checked = set(uids) | self.view.uids_of_jobs(jids)
+        now = self._clock()
+        full = (
+            full
+            or self._since is None
+            or len(checked) > CHECKED_LIMIT
+            or now - self._last_full
+            >= max(self._full_every, FULL_LISTING_COST_FACTOR * self._full_cost)
+        )
+        if full:
+            constraint = self.mine
+        else:
+            assert self._since is not None
+            also = ""
+            if checked:
+                members = ", ".join(self._quote(u) for u in sorted(checked))
+                also = f"member({classad_attrs.POD_UID}, {{{members}}})"
+            constraint = changes_constraint(self.mine, self._since - SINCE_SLACK_SECONDS, also)
+        started = self._wall()
+        ads = self._query(constraint)
+        ended = self._wall()
+        if full:
+            self._last_full, self._full_cost = now, self._clock() - now
+        for ad in ads:
+            server_time = ad.pop("ServerTime", None)  # differs in every answer
+            if isinstance(server_time, int):
+                # Conservative: the answer was made before it arrived.
+                self._offset = server_time - ended
+        if self._offset is not None:
+            self._since = int(started + self._offset)
+        changes = self.view.apply(ads, full=full, checked=checked)
+        return changes, "query" if full else "query_changes"

@@ -10,7 +10,7 @@ pod gets one job only is the create handler's business (``service.create``), wit
 pod's lock file from the sandbox store.
 
 The job snapshot's queries run in a child process (``service.job_feed``): a query
-holds the GIL while the bindings read its answer. ``ChangeQueries`` is what that process
+holds the GIL while the bindings read its answer. ``SnapshotQuery`` is what that process
 runs; the server's ``job_changes`` receives only what changed.
 
 ``Gateway`` is the interface the service uses; ``ScheddGateway`` implements it.
@@ -24,7 +24,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +41,7 @@ from interlink_htcondor.core.itemdata import (
     check_commands,
     refused_description,
 )
-from interlink_htcondor.core.job_changes import (
-    SINCE_SLACK_SECONDS,
-    JobChanges,
-    JobView,
-    changes_constraint,
-)
+from interlink_htcondor.core.job_changes import JobChanges
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
 from interlink_htcondor.service.job_feed import JobFeed, JobFeedError
@@ -60,9 +55,6 @@ Observer = Callable[[str, float, bool], None]  # (operation, seconds, ok)
 
 # At most this many pod UIDs in one ``member(...)`` constraint.
 UID_BATCH = 200
-# A full listing of the plugin's jobs comes at least every ``full_refresh_seconds`` and
-# at most once per this many times its own duration (a 3 s listing: once a minute).
-FULL_LISTING_COST_FACTOR = 20
 _configured = False
 _config_lock = threading.Lock()
 
@@ -593,70 +585,18 @@ class ScheddGateway:
         await self._call("retrieve", lambda: self._schedd().retrieve(jid))
 
 
-class ChangeQueries:
-    """Blocking: the queries behind ``ScheddGateway.job_changes``, run by the snapshot
-    process (``service.job_feed``) with its own connection to the schedd.
+class SnapshotQuery:
+    """Blocking: one query of the job snapshot (``core.job_changes.ChangeQueries``) with
+    its own connection to the schedd, retried as ``ScheddGateway`` retries; the ads come
+    with the schedd's ``ServerTime``, by which the change queries follow the schedd's
+    clock."""
 
-    ``run`` makes one query: a full listing of the plugin's jobs when the last one is
-    ``full_refresh_seconds`` old (or twenty times its own duration, whichever is longer),
-    or when the schedd's clock is not known yet; otherwise a change query
-    (``core.job_changes``) since the previous query, on the schedd's clock.
-    """
-
-    def __init__(
-        self,
-        schedd: Mapping[str, Any],
-        instance: str,
-        full_refresh_seconds: float,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        self._cfg = ScheddSettings(**schedd)
-        configure_htcondor(self._cfg)
-        self.mine = f"{classad_attrs.PLUGIN} == {quote(instance)}"
-        self.view = JobView()
-        self._full_every = full_refresh_seconds
-        self._clock = clock
-        self._wall = wall
+    def __init__(self, cfg: ScheddSettings) -> None:
+        self._cfg = cfg
+        configure_htcondor(cfg)
         self._location: Any = None
-        self._last_full = float("-inf")
-        self._full_cost = 0.0
-        self._offset: float | None = None  # the schedd's clock minus ours
-        self._since: int | None = None  # schedd time of the previous query's start
 
-    def run(
-        self, uids: Collection[str], jids: Collection[str], *, full: bool = False
-    ) -> tuple[JobChanges, str]:
-        """One query; what changed, and which kind of query it was ("query" for a full
-        listing, "query_changes"). ``full`` asks for a full listing whatever is due."""
-        checked = set(uids) | self.view.uids_of_jobs(jids)
-        now = self._clock()
-        full = (
-            full
-            or self._since is None
-            or len(checked) > UID_BATCH
-            or now - self._last_full
-            >= max(self._full_every, FULL_LISTING_COST_FACTOR * self._full_cost)
-        )
-        if full:
-            constraint = self.mine
-        else:
-            assert self._since is not None
-            also = ""
-            if checked:
-                members = ", ".join(quote(u) for u in sorted(checked))
-                also = f"member({classad_attrs.POD_UID}, {{{members}}})"
-            constraint = changes_constraint(self.mine, self._since - SINCE_SLACK_SECONDS, also)
-        started = self._wall()
-        ads = self._query(constraint)
-        if full:
-            self._last_full, self._full_cost = now, self._clock() - now
-        if self._offset is not None:
-            self._since = int(started + self._offset)
-        changes = self.view.apply(ads, full=full, checked=checked)
-        return changes, "query" if full else "query_changes"
-
-    def _query(self, constraint: str) -> list[Ad]:
+    def __call__(self, constraint: str) -> list[Ad]:
         projection = list(PROJECTION)
         last: Exception | None = None
         for attempt in range(1 + self._cfg.retries):
@@ -666,20 +606,11 @@ class ChangeQueries:
                 raw = htcondor2.Schedd(self._location).query(
                     constraint=constraint, projection=projection
                 )
+                return [plain(a) for a in raw]
             except (htcondor2.HTCondorException, OSError, RuntimeError) as e:
                 last, self._location = e, None
-                time.sleep(min(0.2 * 2**attempt, 2.0))
-                continue
-            ended = self._wall()
-            ads = []
-            for a in raw:
-                ad = plain(a)
-                server_time = ad.pop("ServerTime", None)  # differs in every answer
-                if isinstance(server_time, int):
-                    # Conservative: the answer was built before it arrived.
-                    self._offset = server_time - ended
-                ads.append(ad)
-            return ads
+                if attempt < self._cfg.retries:
+                    time.sleep(min(0.2 * 2**attempt, 2.0))
         raise ScheddError(f"{last}" or type(last).__name__) from last
 
 

@@ -29,7 +29,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from interlink_htcondor.core.job_changes import JobChanges
+from interlink_htcondor.core import classad_attrs
+from interlink_htcondor.core.job_changes import ChangeQueries, JobChanges
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class FeedAnswer:
 class JobFeed:
     """The server's end: ``refresh`` asks the child for the changes since its last answer.
 
-    ``init`` is the child's configuration (``ChangeQueries``' arguments, JSON-ready);
+    ``init`` is the child's configuration (``change_queries``' arguments, JSON-ready);
     ``timeout`` bounds one refresh: past it the child is killed (a binding call cannot be
     interrupted otherwise) and the next refresh starts a new one. ``command`` is the
     child's command line (by default this module's ``main``).
@@ -164,12 +165,22 @@ class JobFeed:
 # --------------------------------------------------------------------------- the child
 
 
+def change_queries(
+    schedd: Mapping[str, Any], instance: str, full_refresh_seconds: float
+) -> ChangeQueries:
+    """The child's queries: its own connection to the schedd (``gateway.SnapshotQuery``)."""
+    from interlink_htcondor.service import gateway  # the bindings: in the child only
+    from interlink_htcondor.settings import ScheddSettings
+
+    query = gateway.SnapshotQuery(ScheddSettings(**schedd))
+    mine = f"{classad_attrs.PLUGIN} == {gateway.quote(instance)}"
+    return ChangeQueries(mine, full_refresh_seconds, query, gateway.quote)
+
+
 def serve(requests: IO[str], answers: IO[bytes]) -> None:
     """The child's loop: one answer per request line, until its input ends."""
-    from interlink_htcondor.service.gateway import ChangeQueries  # the bindings: child only
-
     init = json.loads(requests.readline())
-    queries = ChangeQueries(**init)
+    queries = change_queries(**init)
     for line in requests:
         req = json.loads(line)
         t0 = time.perf_counter()
