@@ -28,6 +28,7 @@ SEPARATOR = "\x1f"
 DESCRIPTION_ERROR = "Failed to create job ad"
 # The plugin's own first and last columns of every row (macros the template never uses).
 ROW, END, END_MARK = "InterlinkItemRow", "InterlinkItemEnd", "end"
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _COMMAND = re.compile(r"^\+?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
@@ -40,10 +41,10 @@ def check_commands(commands: Mapping[str, str]) -> None:
     for key, value in commands.items():
         if not _COMMAND.fullmatch(key):
             raise SubmitRefused(f"submit command {key!r} is not a command name")
-        bad = next((ch for ch in value if ord(ch) < 0x20 or ch == "\x7f"), None)
+        bad = _CONTROL.search(value)  # a regex: values are kilobytes, per pod, twice
         if bad is not None:
             raise SubmitRefused(
-                f"submit command {key}: the value holds the control character {bad!r}"
+                f"submit command {key}: the value holds the control character {bad.group()!r}"
             )
         if value != value.strip():
             raise SubmitRefused(f"submit command {key}: the value has surrounding blanks")
