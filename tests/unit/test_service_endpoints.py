@@ -209,7 +209,9 @@ def test_a_refused_submit_is_503_with_the_reason_and_can_be_retried(
     r = send(client, "POST", "/create", body(p))
     assert r.status_code == 503
     assert "cannot submit pod default/hello" in r.text and "SECMAN:2010" in r.text
-    assert lock_file(settings, p["metadata"]["uid"]).read_text() == ""  # nothing under way
+    # Nothing under way, and nothing left: no sandbox (it may hold Secrets), no lock file.
+    assert not lock_file(settings, p["metadata"]["uid"]).exists()
+    assert list(settings.storage.shared_dir.glob("*/*")) == []
     assert create(client, p)["PodJID"] == "101.0"
     assert len(gateway.ops("submit")) == 2
 
@@ -264,7 +266,8 @@ def test_create_reports_a_sandbox_it_cannot_write(
     r = send(client, "POST", "/create", body(p))
     assert r.status_code == 500 and "cannot write the sandbox of pod default/hello" in r.text
     assert gateway.ops("submit") == []
-    assert lock_file(settings, meta["uid"]).read_text() == ""
+    assert not lock_file(settings, meta["uid"]).exists()
+    assert target.read_text() == "in the way"  # not the plugin's: left alone
 
 
 # ----------------------------------------------------------------------------- status

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -29,6 +30,8 @@ from interlink_htcondor.service.state import PluginState
 from interlink_htcondor.settings import Settings
 
 log = logging.getLogger("interlink_htcondor.server")
+
+AGE_HEADER = "Snapshot-Age"
 
 
 def create_app(
@@ -53,6 +56,10 @@ def create_app(
     gw = gateway or ScheddGateway(settings, observer=metrics.observe_schedd)
     state = PluginState(settings, gw, SandboxStore(settings), metrics)
     limit = settings.server.max_request_bytes
+    body_timeout = settings.server.request_timeout_seconds
+
+    async def body(request: Request) -> Any:
+        return await read_json(request, limit, body_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,33 +83,37 @@ def create_app(
 
     @app.post("/create")
     async def create_route(request: Request) -> Response:
-        return JSONResponse(await create.create(state, await read_json(request, limit)))
+        return JSONResponse(await create.create(state, await body(request)))
 
     @app.get("/status")
     async def status_route(request: Request) -> Response:
-        raw = await read_json(request, limit)
+        raw = await body(request)
         if raw == []:
-            code, body = await health.ping(state)
-            return JSONResponse(body, status_code=code)
-        return JSONResponse(await status.status(state, raw))
+            code, answer = await health.ping(state)
+            return JSONResponse(answer, status_code=code)
+        entries = await status.status(state, raw)
+        # How old the job snapshot behind the answer is (stale while the schedd hangs).
+        snap = state.snapshot.current
+        headers = {} if snap is None else {AGE_HEADER: f"{state.snapshot.age(snap):.1f}"}
+        return JSONResponse(entries, headers=headers)
 
     @app.get("/getLogs")
     async def logs_route(request: Request) -> Response:
-        return await logs.get_logs(state, await read_json(request, limit))
+        return await logs.get_logs(state, await body(request))
 
     @app.post("/delete")
     async def delete_route(request: Request) -> Response:
-        return PlainTextResponse(await delete.delete(state, await read_json(request, limit)))
+        return PlainTextResponse(await delete.delete(state, await body(request)))
 
     @app.get("/healthz")
     async def healthz_route() -> Response:
-        code, body = health.healthz()
-        return JSONResponse(body, status_code=code)
+        code, answer = health.healthz()
+        return JSONResponse(answer, status_code=code)
 
     @app.get("/readyz")
     async def readyz_route() -> Response:
-        code, body = await health.readyz(state)
-        return JSONResponse(body, status_code=code)
+        code, answer = await health.readyz(state)
+        return JSONResponse(answer, status_code=code)
 
     @app.get("/metrics")
     async def metrics_route() -> Response:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from interlink_htcondor.core import classad_attrs, jobspec, models
+from interlink_htcondor.core.classad_attrs import same_pod
 from interlink_htcondor.core.container_logs import (
     LogOptionError,
     LogOptions,
@@ -61,6 +62,8 @@ async def get_logs(state: PluginState, raw: Any) -> Response:
             "found (containers are never restarted)",
         )
     ad = await _find_job(state, req.pod_uid)
+    if ad is not None and not same_pod(ad, req.namespace, req.pod_name):
+        ad = None  # the UID is another pod's
     if ad is None:
         raise HTTPError(404, f"pod {pod} (uid {req.pod_uid}) is not known to this plugin")
     names = _split(ad.get(classad_attrs.INIT_CONTAINERS)) + _split(ad.get(classad_attrs.CONTAINERS))
