@@ -51,6 +51,7 @@ class FakeGateway:
         )
         self.on_retrieve: Any = None  # called with the job's ad (writes the job's output)
         self.closed = False
+        self.started = False
         self._cluster = 100
         self.breaker = Breaker()
         self.hung: set[str] = set()
@@ -125,15 +126,22 @@ class FakeGateway:
             hangs = op in self.hung
         if hangs:
             deadline = time.monotonic() + self.hang_timeout
-            while not self._resumed.is_set():
-                if time.monotonic() >= deadline:
-                    self.breaker.failed(f"{op} timed out", hung=True)
-                    raise ScheddError(f"schedd {op} failed: timed out")
-                await asyncio.sleep(0.005)
+            token = self.breaker.begin()
+            try:
+                while not self._resumed.is_set():
+                    if time.monotonic() >= deadline:
+                        self.breaker.failed(f"{op} timed out", hung=True)
+                        raise ScheddError(f"schedd {op} failed: timed out")
+                    await asyncio.sleep(0.005)
+            finally:
+                self.breaker.end(token)
         if error is not None:
             self.breaker.failed(str(error), hung=False)
             raise error
         self.breaker.succeeded()
+
+    async def start(self) -> None:
+        self.started = True
 
     def contact(self) -> Contact:
         return self.breaker.contact()

@@ -428,7 +428,8 @@ def test_ping_reports_the_pools_capacity(client: TestClient, gateway: FakeGatewa
     assert r.json() == {"status": "ok", "resources": resources}  # no taints: the node keeps its
     send(client, "GET", "/status", [])
     assert len(gateway.ops("capacity")) == 1  # cached
-    assert client.get("/readyz").json() == {"status": "ok", "schedd": "schedd reachable"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ok" and ready["schedd"].startswith("last schedd contact")
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
@@ -447,7 +448,8 @@ def test_ping_with_gpus_taints_and_a_pod_limit(tmp_path: Path) -> None:
     assert answer["taints"] == [{"key": "site", "value": "grid", "effect": "NoSchedule"}]
 
 
-def test_ping_and_readiness_when_htcondor_fails(settings: Settings, gateway: FakeGateway) -> None:
+def test_ping_and_readiness_when_htcondor_fails(tmp_path: Path, gateway: FakeGateway) -> None:
+    settings = make_settings(tmp_path, schedd={"unready_after_seconds": 0.5})
     gateway.fail["capacity"] = ScheddError("collector query failed: timed out")
     with TestClient(create_app(settings, gateway=gateway)) as c:
         r = send(c, "GET", "/status", [])
@@ -460,8 +462,11 @@ def test_ping_and_readiness_when_htcondor_fails(settings: Settings, gateway: Fak
             "status": "error",
             "message": "HTCondor pool not ready: schedd ping failed: timed out",
         }
-        r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["status"] == "not ready"
+        # Ready while the last successful call is recent, unready once it is too old.
+        r = eventually(lambda: (r := c.get("/readyz")).status_code == 503 and r)
+        assert r.json()["status"] == "not ready"
+        assert "no schedd call has succeeded for" in r.json()["schedd"]
+        assert "schedd ping failed: timed out" in r.json()["schedd"]
 
 
 # ----------------------------------------------------------------------------- logs

@@ -63,6 +63,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.spawn(gw.start(), "start the gateway")
         yield
         await state.close()
 

@@ -25,6 +25,7 @@ class Contact:
     failing_since: float | None = None  # the first failure after it (None: not failing)
     error: str = ""  # the last failure
     open: bool = False  # the circuit is open: calls fail fast
+    waiting_since: float | None = None  # the oldest call still waiting for the schedd
 
     def age(self, now: float) -> float | None:
         """Seconds since the last successful call (None: never)."""
@@ -49,9 +50,26 @@ class Breaker:
         self._opened: float | None = None
         self._next_trial = 0.0
         self._trial = False
+        self._waiting: dict[int, float] = {}
+        self._tokens = 0
 
     def contact(self) -> Contact:
-        return Contact(self._last_ok, self._failing_since, self._error, self._opened is not None)
+        return Contact(
+            self._last_ok,
+            self._failing_since,
+            self._error,
+            self._opened is not None,
+            min(self._waiting.values(), default=None),
+        )
+
+    def begin(self) -> int:
+        """A call starts waiting for the schedd; ``end`` it with the token returned."""
+        self._tokens += 1
+        self._waiting[self._tokens] = self._clock()
+        return self._tokens
+
+    def end(self, token: int) -> None:
+        self._waiting.pop(token, None)
 
     def admit(self) -> bool:
         """Whether a call may go to the schedd now; True for the one trial call of an open

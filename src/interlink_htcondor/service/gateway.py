@@ -140,6 +140,9 @@ class Gateway(Protocol):
     async def retrieve(self, jid: str) -> None:
         """Spool mode: bring a finished job's output back into its sandbox."""
 
+    async def start(self) -> None:
+        """Get ready for the first calls (the app starts it in the background)."""
+
     def contact(self) -> Contact:
         """What the gateway knows of the schedd now (its last successful call...)."""
 
@@ -330,7 +333,10 @@ class ScheddGateway:
             "change": lane("change", self._cfg.workers),
         }
         self._batcher = _Batcher(self._submit_items)
-        self._lanes["probe"].warm_up()
+
+    async def start(self) -> None:
+        """Start a worker of each lane ahead of the first calls."""
+        await asyncio.gather(*(pool.prestart() for pool in self._lanes.values()))
 
     def close(self) -> None:
         for pool in self._lanes.values():
@@ -378,6 +384,7 @@ class ScheddGateway:
                     self._observe(op, 0.0, False)
                     raise ScheddError(f"schedd {op} not tried: {e}") from None
             t0 = time.perf_counter()
+            token = self._breaker.begin()
             try:
                 result = await self._lanes[lane].run(_invoke, method, *args, timeout=timeout)
             except CallTimeout:
@@ -401,6 +408,8 @@ class ScheddGateway:
                 if trial:
                     self._breaker.abandoned()
                 raise
+            finally:
+                self._breaker.end(token)
             self._observe(op, time.perf_counter() - t0, True)
             self._breaker.succeeded()
             return result
@@ -519,6 +528,7 @@ class ScheddGateway:
         ]
         timeout = self._cfg.timeout_seconds
         t0 = time.perf_counter()
+        token = self._breaker.begin()
         try:
             outcomes = await self._lanes["change"].run(
                 _invoke, "_submit_remote", light, timeout=timeout, on_timeout="keep"
@@ -527,6 +537,9 @@ class ScheddGateway:
             self._observe("submit", time.perf_counter() - t0, False)
             self._breaker.failed(f"submit timed out after {timeout:g} s", hung=True)
             assert e.outcome is not None
+            # Still waiting for the schedd until the call really ends.
+            e.outcome.add_done_callback(lambda _: self._breaker.end(token))
+            token = 0
             work = asyncio.ensure_future(self._late_submit(e.outcome, items))
             work.add_done_callback(_retrieve)
             raise _SubmitTimeout("schedd submit timed out; it may still happen", work) from None
@@ -544,6 +557,9 @@ class ScheddGateway:
             if trial:
                 self._breaker.abandoned()
             raise
+        finally:
+            if token:
+                self._breaker.end(token)
         self._observe("submit", time.perf_counter() - t0, True)
         self._breaker.succeeded()
         _apply(items, outcomes)

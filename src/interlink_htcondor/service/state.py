@@ -32,6 +32,8 @@ T = TypeVar("T")
 CACHE_LIMIT = 10_000
 # A schedd contact younger than this needs no probe to vouch for the schedd.
 PROBE_AFTER_SECONDS = 2.0
+# A call waiting this long for the schedd casts doubt on it: a probe decides.
+STUCK_AFTER_SECONDS = 0.5
 
 
 @dataclass
@@ -121,20 +123,18 @@ class PluginState:
             return False, f"the schedd does not answer ({contact.error})"
         if _fresh(contact):
             return True, "schedd reachable"
-        if not await self._probe(wait):
+        outcome = await self._probe(wait)
+        if outcome is None:
             return False, f"the schedd has not answered a probe within {wait:g} s"
-        contact = self.gateway.contact()
-        if _fresh(contact):
-            return True, "schedd reachable"
-        return False, contact.error or "the schedd does not answer"
+        return outcome
 
-    async def _probe(self, wait: float) -> bool:
-        """Probe the schedd (one probe at a time); False if it has not ended in ``wait``."""
+    async def _probe(self, wait: float) -> tuple[bool, str] | None:
+        """Probe the schedd (one probe at a time): its outcome, None if not in ``wait``."""
         if self.probe_task is None:
             self.probe_task = asyncio.ensure_future(self._run_probe())
         task = self.probe_task
         done, _ = await asyncio.wait([task], timeout=wait)
-        return bool(done)
+        return task.result() if done else None
 
     async def _run_probe(self) -> tuple[bool, str]:
         try:
@@ -167,9 +167,16 @@ class PluginState:
 
 
 def _fresh(contact: Contact) -> bool:
-    """The last call succeeded, recently."""
-    age = contact.age(time.monotonic())
-    return age is not None and age < PROBE_AFTER_SECONDS and contact.failing_since is None
+    """The last call succeeded, recently, and no call has been waiting long since."""
+    now = time.monotonic()
+    age = contact.age(now)
+    waiting = contact.waiting_since
+    return (
+        age is not None
+        and age < PROBE_AFTER_SECONDS
+        and contact.failing_since is None
+        and (waiting is None or now - waiting < STUCK_AFTER_SECONDS)
+    )
 
 
 def _last_error(contact: Contact) -> str:

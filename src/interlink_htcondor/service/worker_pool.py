@@ -239,12 +239,12 @@ class WorkerPool:
                 raise PoolBusy(f"all {self.size} {self.name} workers stayed busy") from None
             raise
 
-    def warm_up(self) -> None:
-        """Start the fork server now, in the background (it imports the preloaded modules
-        once: the first worker then starts in milliseconds)."""
-        from multiprocessing import forkserver
-
-        threading.Thread(target=forkserver.ensure_running, daemon=True).start()
+    async def prestart(self) -> None:
+        """Start one worker ahead of the first call (the first start also starts the fork
+        server, which imports the preloaded modules: seconds, not milliseconds)."""
+        if self._count == 0 and not self._closed:
+            self._count += 1
+            self._release(await self._start())
 
     async def _start(self) -> _Worker:
         """A new worker (its slot is already counted; given back on failure)."""
