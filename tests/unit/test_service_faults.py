@@ -95,6 +95,7 @@ def test_a_hung_schedd_never_freezes_the_service_and_everything_recovers(
     assert took < AT_ONCE and r.status_code == 200
     assert [e["UID"] for e in r.json()] == [p["metadata"]["uid"]]
     assert float(r.headers["Snapshot-Age"]) >= 0
+
     # The ping: the pool is down within a second or so (long before any deadline), and
     # every answer is prompt.
     def pool_down() -> Any:
