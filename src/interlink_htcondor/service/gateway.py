@@ -63,6 +63,8 @@ Observer = Callable[[str, float, bool], None]  # (operation, seconds, ok)
 UID_BATCH = 200
 # An open circuit lets one trial call through this often.
 BREAKER_RETRY_SECONDS = 2.0
+# How the bindings say a submit failed before reaching the schedd (safe to try again).
+_NOT_CONNECTED = "Failed to connect to schedd"
 # What a failed binding call raises: in a worker, or in the pipe to it.
 _CALL_ERRORS = (htcondor2.HTCondorException, RemoteError, WorkerLost, OSError, RuntimeError)
 _configured = False
@@ -386,7 +388,9 @@ class ScheddGateway:
             t0 = time.perf_counter()
             token = self._breaker.begin()
             try:
-                result = await self._lanes[lane].run(_invoke, method, *args, timeout=timeout)
+                result = await self._lanes[lane].run(
+                    _invoke, method, *args, timeout=timeout, retire_on_error=True
+                )
             except CallTimeout:
                 self._observe(op, time.perf_counter() - t0, False)
                 self._breaker.failed(f"{op} timed out after {timeout:g} s", hung=True)
@@ -530,9 +534,30 @@ class ScheddGateway:
         t0 = time.perf_counter()
         token = self._breaker.begin()
         try:
-            outcomes = await self._lanes["change"].run(
-                _invoke, "_submit_remote", light, timeout=timeout, on_timeout="keep"
-            )
+            try:
+                outcomes = await self._lanes["change"].run(
+                    _invoke,
+                    "_submit_remote",
+                    light,
+                    timeout=timeout,
+                    on_timeout="keep",
+                    retire_on_error=True,
+                )
+            except _CALL_ERRORS as e:
+                if not str(e).startswith(_NOT_CONNECTED):
+                    raise
+                # Nothing reached the schedd (a security session it no longer knows, after
+                # a restart): once more, from a new worker.
+                self._observe("submit", time.perf_counter() - t0, False)
+                t0 = time.perf_counter()
+                outcomes = await self._lanes["change"].run(
+                    _invoke,
+                    "_submit_remote",
+                    light,
+                    timeout=timeout,
+                    on_timeout="keep",
+                    retire_on_error=True,
+                )
         except CallTimeout as e:
             self._observe("submit", time.perf_counter() - t0, False)
             self._breaker.failed(f"submit timed out after {timeout:g} s", hung=True)

@@ -181,13 +181,23 @@ class WorkerPool:
         *args: Any,
         timeout: float,
         on_timeout: Literal["kill", "keep"] = "kill",
+        retire_on_error: bool = False,
     ) -> T:
-        """``fn(*args)`` in a worker, within ``timeout`` seconds (see the module's doc)."""
+        """``fn(*args)`` in a worker, within ``timeout`` seconds (see the module's doc).
+        ``retire_on_error``: a worker whose call raised is replaced (whatever it cached,
+        such as security sessions with a daemon that restarted, goes with it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         worker = await self._acquire(deadline)
         call = loop.run_in_executor(self._threads, worker.roundtrip, fn, args)
-        call.add_done_callback(lambda _: self._release(worker))
+
+        def ended(f: asyncio.Future[Any]) -> None:
+            failed = not f.cancelled() and f.exception() is not None
+            if failed and retire_on_error:
+                worker.dead = True
+            self._release(worker)
+
+        call.add_done_callback(ended)
         try:
             return await asyncio.wait_for(asyncio.shield(call), max(0.0, deadline - loop.time()))
         except TimeoutError:
