@@ -5,7 +5,8 @@ event loop: binding calls run in the gateway's pool, file I/O in threads. Each e
 work is in its own module (``create``, ``status``, ``logs``, ``delete``, ``health``); this
 one wires them to routes, with the gatekeeper middleware (which also answers unexpected
 errors) and the handler of ``HTTPError``. The status codes are listed in
-``service.errors``.
+``service.errors``; the OpenAPI document (``/openapi.json``, behind the token) in
+``service.openapi``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from interlink_htcondor.service import create, delete, health, logs, status
+from interlink_htcondor.service import create, delete, health, logs, openapi, status
 from interlink_htcondor.service.errors import HTTPError, error_response
 from interlink_htcondor.service.gatekeeper import Gatekeeper
 from interlink_htcondor.service.gateway import Gateway, ScheddGateway
@@ -67,6 +68,7 @@ def create_app(
         yield
         await state.close()
 
+    token = bearer_token or read_token(settings.server.bearer_token_file)
     app = FastAPI(
         title="interlink-htcondor",
         docs_url=None,
@@ -116,11 +118,16 @@ def create_app(
         code, answer = await health.readyz(state)
         return JSONResponse(answer, status_code=code)
 
+    document = openapi.document(bearer=token is not None)
+
+    @app.get("/openapi.json")
+    async def openapi_route() -> Response:
+        return JSONResponse(document)
+
     @app.get("/metrics")
     async def metrics_route() -> Response:
         return Response(health.metrics(state), media_type=CONTENT_TYPE)
 
-    token = bearer_token or read_token(settings.server.bearer_token_file)
     app.add_middleware(Gatekeeper, token=token, max_body=limit, metrics=metrics)
     return app
 
