@@ -24,6 +24,9 @@ from plugin_harness import load_pod, started
 from interlink_htcondor.client import PluginClient
 from interlink_htcondor.devpool import PoolInfo
 
+# Creates in the burst that kill -9 cuts short.
+BURST = 24
+
 
 def idle_pod(name: str) -> dict[str, Any]:
     return load_pod("unschedulable.yaml", name=f"{name}-{uuid.uuid4().hex[:6]}")
@@ -31,7 +34,7 @@ def idle_pod(name: str) -> dict[str, Any]:
 
 def test_kill_9_during_a_burst_then_replay(pool: PoolInfo, tmp_path: Path) -> None:
     with started(pool, tmp_path) as plugin:
-        pods = [idle_pod("burst") for _ in range(24)]
+        pods = [idle_pod("burst") for _ in range(BURST)]
         answers: dict[str, Any] = {}
 
         async def burst() -> None:

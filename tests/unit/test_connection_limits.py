@@ -20,6 +20,9 @@ from test_service_endpoints import make_settings
 from interlink_htcondor.cli.serve import uvicorn_config
 from interlink_htcondor.service.app import create_app
 
+# Half-sent requests and idle connections opened at once in the test.
+HALF_SENT = 300
+
 
 @contextmanager
 def server(tmp_path: Path, **limits: float) -> Iterator[tuple[str, int]]:
@@ -63,7 +66,7 @@ def closed_by_server(conns: list[socket.socket], within: float) -> int:
 def test_half_sent_requests_and_idle_connections_are_closed(tmp_path: Path) -> None:
     with server(tmp_path, request_timeout_seconds=1.0) as addr:
         conns = []
-        for i in range(300):
+        for i in range(HALF_SENT):
             c = socket.create_connection(addr)
             if i % 3 == 0:
                 c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line: half-sent
