@@ -14,6 +14,7 @@ time out at the gateway's deadline as the real one does).
 from __future__ import annotations
 
 import errno
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,7 @@ def timed(fn: Any, *args: Any, **kw: Any) -> tuple[float, Any]:
 
 
 def test_a_hung_schedd_never_freezes_the_service_and_everything_recovers(
-    client: TestClient, gateway: FakeGateway
+    client: TestClient, gateway: FakeGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     p = pod()
     create(client, p)
@@ -105,7 +106,7 @@ def test_a_hung_schedd_never_freezes_the_service_and_everything_recovers(
 
     hung_at = time.monotonic()
     r = eventually(pool_down, timeout=HANG)
-    assert time.monotonic() - hung_at < 3.0
+    assert time.monotonic() - hung_at < HANG / 2
     assert r.json()["status"] == "error" and "pool not ready" in r.json()["message"]
     # A create waits for its submit's deadline at most, then says why.
     took, r = timed(
@@ -122,9 +123,11 @@ def test_a_hung_schedd_never_freezes_the_service_and_everything_recovers(
 
     r = eventually(unready, timeout=HANG + 10)
     assert "no schedd call has succeeded for" in r.json()["schedd"]
-    # Stale /status keeps being served, its age growing.
-    age = float(send(client, "GET", "/status", [p]).headers["Snapshot-Age"])
+    # Stale /status keeps being served, its age growing, and the log says so.
+    with caplog.at_level(logging.WARNING, logger="interlink_htcondor.server"):
+        age = float(send(client, "GET", "/status", [p]).headers["Snapshot-Age"])
     assert age > 1.0
+    assert any("old job snapshot" in r.getMessage() for r in caplog.records)
     metrics = client.get("/metrics").text
     assert "interlink_htcondor_schedd_circuit_open 1.0" in metrics
 

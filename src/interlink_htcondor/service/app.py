@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from interlink_htcondor.settings import Settings
 log = logging.getLogger("interlink_htcondor.server")
 
 AGE_HEADER = "Snapshot-Age"
+STALE_LOG_SECONDS = 30.0
 
 
 def create_app(
@@ -88,6 +90,9 @@ def create_app(
     async def create_route(request: Request) -> Response:
         return JSONResponse(await create.create(state, await body(request)))
 
+    cfg = settings.schedd
+    stale = _StaleLog(cfg.status_refresh_seconds * 2 + cfg.status_wait_seconds)
+
     @app.get("/status")
     async def status_route(request: Request) -> Response:
         raw = await body(request)
@@ -97,8 +102,11 @@ def create_app(
         entries = await status.status(state, raw)
         # How old the job snapshot behind the answer is (stale while the schedd hangs).
         snap = state.snapshot.current
-        headers = {} if snap is None else {AGE_HEADER: f"{state.snapshot.age(snap):.1f}"}
-        return JSONResponse(entries, headers=headers)
+        if snap is None:
+            return JSONResponse(entries)
+        age = state.snapshot.age(snap)
+        stale.note(age)
+        return JSONResponse(entries, headers={AGE_HEADER: f"{age:.1f}"})
 
     @app.get("/getLogs")
     async def logs_route(request: Request) -> Response:
@@ -130,6 +138,23 @@ def create_app(
 
     app.add_middleware(Gatekeeper, token=token, max_body=limit, metrics=metrics)
     return app
+
+
+class _StaleLog:
+    """Says, at most every ``STALE_LOG_SECONDS``, that /status serves an old snapshot."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.last = float("-inf")
+
+    def note(self, age: float) -> None:
+        now = time.monotonic()
+        if age > self.threshold and now - self.last >= STALE_LOG_SECONDS:
+            self.last = now
+            log.warning(
+                "serving an old job snapshot: the schedd does not answer",
+                extra={"age_seconds": round(age, 1)},
+            )
 
 
 def read_token(path: Path | None) -> bytes | None:
