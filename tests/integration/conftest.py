@@ -1,7 +1,11 @@
-"""Fixtures of the plugin's integration tests (helpers live in ``plugin_harness``).
+"""Fixtures of the plugin's integration tests (helpers live in ``plugin_harness`` and
+``kube_harness``).
 
 ``plugin`` is the real ``interlink-htcondor serve`` against the real personal pool, started
 once per session; ``schedd_jobs`` counts a pod's jobs straight from the schedd.
+``kube_cluster`` is the development cluster (Kubernetes, interLink's API server and virtual
+kubelet, the cluster's own plugin) in front of the same pool, started if needed and left
+running; ``kube_namespace`` is a fresh namespace in it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kube_harness import KubeCluster
 from plugin_harness import Plugin, started
 
 from interlink_htcondor.devpool import PoolInfo
@@ -60,3 +65,38 @@ def schedd_jobs(plugin: Plugin) -> Any:
 
     jobs.act = act  # type: ignore[attr-defined]
     return jobs
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(pool: PoolInfo) -> Iterator[KubeCluster]:
+    """The development cluster (started if absent, building what is missing; left running).
+    The namespaces the session made are deleted at its end, which removes their jobs."""
+    from interlink_htcondor import devcluster
+
+    try:
+        info = devcluster.ensure_up()
+    except devcluster.ClusterError as e:
+        logs = devcluster.default_paths().logs
+        tails = []
+        for name in ("build-kubernetes", "build-interlink", "fetch-etcd"):
+            path = logs / f"{name}.log"
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-30:]
+                tails.append(f"--- {path} ---\n" + "\n".join(lines))
+        pytest.fail(f"cluster up failed: {e}\n" + "\n".join(tails), pytrace=False)
+    cluster = KubeCluster(info)
+    try:
+        yield cluster
+    finally:
+        left = cluster.delete_namespaces()
+        assert not left, f"namespaces not deleted in time: {left}"
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
+    """A fresh namespace of the cluster, deleted (with its pods, so their jobs) when the test
+    ends: before the pool restart that `make test` runs last."""
+    name = kube_cluster.new_namespace()
+    yield name
+    left = kube_cluster.delete_namespaces([name])
+    assert not left, f"namespace {name} not deleted in time"

@@ -21,9 +21,23 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"client"},
     "dask": {"dask", "client", "core"},
     "devpool": {"devpool"},
+    "devcluster": {"devcluster", "devpool"},
     "jobside": set(),  # the job wrapper: the standard library only
     "local_plugin": {"local_plugin", "devpool"},
-    "cli": {"cli", "service", "core", "settings", "client", "devpool", "dask", "local_plugin"},
+    # The personal JupyterHub: the pool, and a plugin's jobs cleared through local_plugin.
+    "devhub": {"devhub", "devpool", "local_plugin"},
+    "cli": {
+        "cli",
+        "service",
+        "core",
+        "settings",
+        "client",
+        "devpool",
+        "devcluster",
+        "devhub",
+        "dask",
+        "local_plugin",
+    },
     "__main__": {"cli"},
 }
 

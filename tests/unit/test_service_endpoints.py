@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from interlink_htcondor.core import classad_attrs, jobspec
 from interlink_htcondor.core.classad_attrs import ReportedState, encode_state
+from interlink_htcondor.core.itemdata import SubmitRefused
 from interlink_htcondor.service import delete as delete_module
 from interlink_htcondor.service.app import create_app
 from interlink_htcondor.service.gateway import ScheddError
@@ -214,6 +215,19 @@ def test_a_refused_submit_is_503_with_the_reason_and_can_be_retried(
     assert list(settings.storage.shared_dir.glob("*/*")) == []
     assert create(client, p)["PodJID"] == "101.0"
     assert len(gateway.ops("submit")) == 2
+
+
+def test_a_description_htcondor_refuses_is_a_422_and_leaves_nothing(
+    client: TestClient, gateway: FakeGateway, settings: Settings
+) -> None:
+    p = pod()
+    gateway.next_submit_error = SubmitRefused("Failed to create job ad: priority = x y")
+    r = send(client, "POST", "/create", body(p))
+    assert r.status_code == 422
+    assert "pod default/hello cannot run" in r.text and "priority" in r.text
+    # Refused for sure: its sandbox (it may hold Secrets) and lock file are gone at once.
+    assert not lock_file(settings, p["metadata"]["uid"]).exists()
+    assert list(settings.storage.shared_dir.glob("*/*")) == []
 
 
 def test_a_submit_in_doubt_keeps_the_pod_locked_until_it_settles(
@@ -505,7 +519,11 @@ def test_logs_with_kubectl_options(client: TestClient, gateway: FakeGateway) -> 
     stamped = logs(client, p, Tail=1, Timestamps=True).text
     assert stamped.endswith("Z two\n") and stamped.startswith(time.strftime("%Y-"))
     r = logs(client, p, Previous=True)
-    assert r.status_code == 400 and "never restarted" in r.text
+    assert r.status_code == 400 and "previous terminated container 'main'" in r.text
+    # After a restart, the wrapper keeps the instance before it; Previous never follows.
+    previous = log.with_name("main" + jobspec.PREVIOUS_LOG)
+    previous.write_text(cri([(now - 200, "first life")]))
+    assert logs(client, p, Previous=True, Follow=True).text == "first life\n"
     r = logs(client, p, Tail="3")
     assert r.status_code == 422 and "Tail must be an integer" in r.text
     # Follow a container that has ended: everything, then the end of the stream.

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -40,6 +40,12 @@ import htcondor2
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.itemdata import (
+    SubmitRefused,
+    batch,
+    check_commands,
+    refused_description,
+)
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
 from interlink_htcondor.service.breaker import Breaker, CircuitOpen, Contact
@@ -493,28 +499,21 @@ class ScheddGateway:
         return cap
 
     def _capacity_remote(self) -> Capacity:
-        resources = ("Cpus", "Memory", "Disk", "GPUs")
-        projection = [*resources, *(f"TotalSlot{r}" for r in resources), "SlotType"]
+        projection = [*_RESOURCES, *(f"TotalSlot{r}" for r in _RESOURCES), "SlotType"]
         coll = htcondor2.Collector(self._cfg.collector or None)
         ads = coll.query(htcondor2.AdType.Startd, projection=projection)
-        cpus = mem = gpus = 0
-        largest = dict.fromkeys(resources, 0)
-        for ad in ads:
-            p = plain(ad)
-            cpus += _num(p.get("Cpus"))
-            mem += _num(p.get("Memory"))
-            gpus += _num(p.get("GPUs"))
-            for r in resources:
-                largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
-        return Capacity(cpus, mem, gpus, len(ads), largest)
+        return capacity_of([plain(ad) for ad in ads])
 
     # ------------------------------------------------------------------ submit
 
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
         """Submit ``plan`` (its sandbox already written), batched with the submits that
         arrive within a few milliseconds. Never retried: a submit that timed out may have
-        happened (the create handler's lock file tells)."""
+        happened (the create handler's lock file tells). A value that could not travel
+        intact in a batch's row, or a description HTCondor refuses, fails this pod only
+        (``SubmitRefused``), before it joins a batch or by a submit of its own."""
         commands = self.submit_commands(plan, sandbox)
+        check_commands(commands)
         return await self._batcher.submit(_Pending(plan, sandbox, commands))
 
     async def _submit_items(self, items: list[_Pending]) -> None:
@@ -598,35 +597,48 @@ class ScheddGateway:
         _apply(items, outcomes)
 
     def _submit_remote(
-        self, batch: list[_Pending]
+        self, pending: list[_Pending]
     ) -> list[tuple[Submitted | None, BaseException | None]]:
         """In a worker: ``_submit_batch``, and each item's outcome to send back."""
-        self._submit_batch(batch)
-        return [(i.result, None if i.error is None else portable(i.error)) for i in batch]
+        self._submit_batch(pending)
+        return [(i.result, None if i.error is None else portable(i.error)) for i in pending]
 
-    def _submit_batch(self, batch: list[_Pending]) -> None:
-        """Blocking: submit a batch as one transaction; sets each item's outcome."""
+    def _submit_batch(self, pending: list[_Pending]) -> None:
+        """Blocking: submit the pods as one cluster (one transaction) and set each one's
+        outcome. When HTCondor refuses the description (a value one pod set that it cannot
+        turn into a job ad), each pod is submitted alone instead, so that only that pod
+        fails: a transaction submits all of a cluster or nothing, so nothing is submitted
+        twice. Any other failure raises (the schedd's, for every pod without an outcome)."""
         schedd = self._schedd()
-        keys = list(batch[0].commands)
-        # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
-        template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
-        items = [{f"v{i}": item.commands[k] for i, k in enumerate(keys)} for item in batch]
-        result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
-        cluster = int(result.cluster())
-        if self.spool:
-            try:
-                schedd.spool(result)
-            except Exception:
-                # Jobs without their input would wait for ever: take them back.
-                with contextlib.suppress(Exception):
-                    schedd.act(
-                        htcondor2.JobAction.RemoveX,
-                        f"ClusterId == {cluster}",
-                        _reason("spool failed"),
-                    )
+        template, items = batch([item.commands for item in pending])
+        try:
+            result = schedd.submit(
+                htcondor2.Submit(template), itemdata=iter(items), spool=self.spool
+            )
+            cluster = int(result.cluster())
+            if self.spool:
+                try:
+                    schedd.spool(result)
+                except Exception:
+                    # Jobs without their input would wait for ever: take them back.
+                    with contextlib.suppress(Exception):
+                        schedd.act(
+                            htcondor2.JobAction.RemoveX,
+                            f"ClusterId == {cluster}",
+                            _reason("spool failed"),
+                        )
+                    raise
+        except Exception as e:
+            if not refused_description(e):
                 raise
+            if len(pending) > 1:
+                for item in pending:
+                    self._submit_batch([item])
+            else:
+                pending[0].error = SubmitRefused(str(e))
+            return
         now = int(time.time())
-        for proc, item in enumerate(batch):
+        for proc, item in enumerate(pending):
             plan = item.plan
             ad: Ad = {
                 "ClusterId": cluster,
@@ -740,6 +752,36 @@ def _attr_key(command: str) -> str:
     if c.startswith("my."):
         return c[3:]
     return ""
+
+
+_RESOURCES = ("Cpus", "Memory", "Disk", "GPUs")
+
+
+def capacity_of(slots: Sequence[Mapping[str, Any]]) -> Capacity:
+    """What execute slots offer, from their collector ads (plain dicts).
+
+    A partitionable slot counts with its totals (``TotalSlotCpus``...), and its dynamic slots
+    not at all: summing what each ad holds now dips while a job starts (the partitionable slot
+    already advertises what is left, the new dynamic slot's ad is not in yet). Static slots
+    count with their own resources."""
+    cpus = mem = gpus = counted = 0
+    largest = dict.fromkeys(_RESOURCES, 0)
+    for p in slots:
+        kind = p.get("SlotType")
+        if kind == "Dynamic":
+            continue
+        prefix = "TotalSlot" if kind == "Partitionable" else ""
+
+        def get(r: str, p: Mapping[str, Any] = p, prefix: str = prefix) -> int:
+            return _num(p.get(f"{prefix}{r}", p.get(r)))
+
+        counted += 1
+        cpus += get("Cpus")
+        mem += get("Memory")
+        gpus += get("GPUs")
+        for r in _RESOURCES:
+            largest[r] = max(largest[r], _num(p.get(f"TotalSlot{r}", p.get(r))))
+    return Capacity(cpus, mem, gpus, counted, largest)
 
 
 def _num(v: Any) -> int:
