@@ -1,5 +1,6 @@
-"""``docs/reliability.md`` stays true to the suite: every test it names exists, and every
-bound it quotes as `` `module.NAME` = value `` is that constant's value in the test module."""
+"""``docs/reliability.md`` stays true to the suite: every test it names exists (by path, by
+file name, or by test name alone), and every bound it quotes as `` `module.NAME` = value ``
+is that constant's value in the test module."""
 
 from __future__ import annotations
 
@@ -37,14 +38,25 @@ def _constant(path: Path, name: str) -> object:
 
 def test_every_named_test_exists() -> None:
     text = DOC.read_text()
-    # `tests/x/file.py::name`, and `::name` continuing the last file named.
-    refs = re.findall(r"`(tests/[\w/]+\.py)?::(\w+)`", text)
+    # `tests/x/file.py::name` or `file.py::name`, and `::name` continuing the last file named.
+    refs = re.findall(r"`((?:tests/[\w/]+|\w+)\.py)?::(\w+)`", text)
     assert len(refs) >= 20
     current = None
     for file, name in refs:
-        current = ROOT / file if file else current
+        if file:
+            current = ROOT / file if "/" in file else _module_file(file.removesuffix(".py"))
         assert current is not None and current.is_file(), file
         assert name in _functions(current), f"{current.relative_to(ROOT)}::{name} is gone"
+
+
+def test_every_test_named_alone_exists() -> None:
+    # `test_name` alone, in the tables: it must be some test module's function.
+    names = set(re.findall(r"`(test_\w+)`", DOC.read_text()))
+    assert len(names) >= 10
+    defined: set[str] = set()
+    for path in TESTS.rglob("test_*.py"):
+        defined |= _functions(path)
+    assert sorted(names - defined) == []
 
 
 def test_every_quoted_bound_is_the_tests_own() -> None:
