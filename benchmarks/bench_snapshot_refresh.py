@@ -13,10 +13,12 @@ largest lateness is the longest stall a request would have seen):
   per-container state attributes);
 - ``process_all``: a child process queries and converts; the server receives every ad
   (JSON) and parses it;
-- ``process_changes`` (what the plugin does): the child process keeps its own view and
-  hands over only what changed, a few hundred ads per message: its first answer lists
-  every job (``first``), then a change query (``changes``), and one more full listing
-  compared to the previous one (``relist``);
+- ``worker_all``: the gateway's query in one of its worker processes
+  (``service.worker_pool``); the server unpickles every ad;
+- ``worker_changes`` (what the plugin does): the gateway's ``snapshot`` worker keeps its
+  own view and hands over only what changed: its first answer lists every job
+  (``first``), then a change query (``changes``), and one more full listing compared to
+  the previous one (``relist``);
 - ``precompute``: mapping every pod's status at every refresh (to serve calls from
   ready answers), the CPU it takes.
 
@@ -131,22 +133,26 @@ async def measure(info: PoolInfo, instance: str, n: int) -> Json:
     base["schedd"]["token_dir"] = str(info.token_dir_for(os.geteuid()))
     settings = load(None, base)
     gw = ScheddGateway(settings)
+    await gw.start()  # the worker processes' start-up is not what is measured
     out: Json = {}
     try:
-        # The in-process ways: the plugin's own query (thread pool), then a narrow one.
-        wall, stall, cpu, ads = await probed(gw.query_jobs)
+        # The in-process ways: a query in a thread of the server, then a narrow one.
+        def in_thread(projection: list[str]) -> Callable[[], Awaitable[list[Json]]]:
+            def run() -> list[Json]:
+                return [plain(a) for a in gw._schedd().query(gw.mine, projection)]
+
+            return functools.partial(asyncio.to_thread, run)
+
+        wall, stall, cpu, ads = await probed(in_thread(list(PROJECTION)))
         out["thread"] = row(wall, stall, cpu, ads=len(ads))
         assert len(index_by_uid(ads)) == n, f"{len(ads)} ads for {n} jobs"
         narrow = [*JOB_ATTRS, classad_attrs.state_attr("app", 0)]
-
-        async def narrow_query() -> list[Json]:
-            def run() -> list[Json]:
-                return [plain(a) for a in gw._schedd().query(gw.mine, narrow)]
-
-            return await gw._call("query", run)
-
-        wall, stall, cpu, _ = await probed(narrow_query)
+        wall, stall, cpu, _ = await probed(in_thread(narrow))
         out["thread_narrow"] = row(wall, stall, cpu)
+
+        # A worker process of the gateway (``service.worker_pool``) that sends every ad.
+        wall, stall, cpu, got = await probed(gw.query_jobs)
+        out["worker_all"] = row(wall, stall, cpu, ads=len(got))
 
         # A child that hands over every ad.
         child = await asyncio.create_subprocess_exec(
@@ -169,16 +175,16 @@ async def measure(info: PoolInfo, instance: str, n: int) -> Json:
         child.stdin.close()
         await child.wait()
 
-        # The plugin's way: the snapshot process and its change queries.
+        # The plugin's way: the snapshot lane's worker and its change queries.
         for name in ("first", "changes", "relist"):
-            relist = name == "relist"
-            wall, stall, cpu, answer = await probed(
-                functools.partial(gw._feed.refresh, full=relist)
-            )
-            out[f"process_changes_{name}"] = row(
-                wall, stall, cpu, changed=len(answer.changes.changed),
-                full=answer.changes.full, query_seconds=round(answer.seconds, 3),
+            refresh = functools.partial(
+                gw._call, "query", "_changes_remote", [], [], name == "relist",
+                lane="snapshot", retry=False,
             )  # fmt: skip
+            wall, stall, cpu, changes = await probed(refresh)
+            out[f"worker_changes_{name}"] = row(
+                wall, stall, cpu, changed=len(changes.changed), full=changes.full
+            )
 
         # Mapping every pod at every refresh.
         snap = index_by_uid(ads)
@@ -191,7 +197,7 @@ async def measure(info: PoolInfo, instance: str, n: int) -> Json:
             pod_status(refs[uid], ad, now=time.time(), held_grace_seconds=600)
         out["precompute"] = {"server_cpu_seconds": round(time.process_time() - t0, 3)}
     finally:
-        await gw.close()
+        gw.close()
     return out
 
 

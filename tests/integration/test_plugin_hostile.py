@@ -163,7 +163,7 @@ def gateway(pool: PoolInfo, tmp_path: Path) -> Iterator[tuple[ScheddGateway, Set
     finally:
         constraint = f'{classad_attrs.PLUGIN} == "{settings.policy.instance}"'
         force_remove(pool_schedd(pool), constraint, "gateway test over", grace=1)
-        asyncio.run(gw.close())
+        gw.close()
         shutil.rmtree(shared, ignore_errors=True)
 
 

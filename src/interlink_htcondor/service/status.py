@@ -3,9 +3,10 @@
 The virtual kubelet asks about one pod per call, many times a second: every call is
 answered from one snapshot of the plugin's jobs (``service.snapshot``), never one schedd
 query per call. Pods gone from the queue are looked up in the history in batches. One pod
-that cannot be mapped is left out; it never fails the others. A pod whose job has not
-changed since it was last asked about gets the same serialised entry again
-(``service.answer_cache``).
+that cannot be mapped is left out; it never fails the others. A pod is matched by its
+namespace and name as well as its UID: a pod naming another pod's UID is unknown here. A
+pod whose job has not changed since it was last asked about gets the same serialised
+entry again (``service.answer_cache``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import pydantic_core
 
-from interlink_htcondor.core.classad_attrs import ReportedState, job_id
+from interlink_htcondor.core.classad_attrs import ReportedState, job_id, same_pod
 from interlink_htcondor.core.models import PodRef
 from interlink_htcondor.core.pod_status import (
     COMPLETED,
@@ -82,8 +83,11 @@ async def status(state: PluginState, pods: Sequence[PodRef]) -> bytes:
     now = time.time()
     entries: list[bytes] = []
     for pod in pods:
+        ad = ads.get(pod.uid)
+        if ad is not None and not same_pod(ad, pod.namespace, pod.name):
+            continue  # the UID is another pod's: this pod is unknown here
         try:
-            entry = await _entry_of(state, pod, ads.get(pod.uid), now)
+            entry = await _entry_of(state, pod, ad, now)
         except Exception:
             log.exception("status mapping failed", extra={"uid": pod.uid})
             continue
