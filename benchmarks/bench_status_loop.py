@@ -53,7 +53,7 @@ from _plugin import (
 )
 from interlink_htcondor.core.pod_status import PROJECTION
 
-QUERY_OPS = ('operation="query"', 'operation="query_changes"')
+QUERY_OPS = ('operation="query"',)
 
 
 async def loop_once(port: int, path: str, bodies: list[bytes]) -> tuple[float, list[float]]:

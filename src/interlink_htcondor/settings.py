@@ -86,8 +86,9 @@ class ScheddSettings(_Section):
         ge=1,
         le=32,
         description="Worker processes for schedd calls, for queries and again for submits "
-        "and removals (plus one for readiness probes). The bindings hold Python's lock "
-        "while they wait, so each call runs in a process of its own.",
+        "and removals (plus one for readiness probes and one for the job snapshot). The "
+        "bindings hold Python's lock while they wait, so each call runs in a process of its "
+        "own.",
     )
     timeout_seconds: float = Field(
         20.0,

@@ -1,10 +1,11 @@
 """The schedd gateway: the only module that talks to HTCondor (htcondor2 bindings).
 
 Every binding call blocks, and holds Python's GIL while it waits: so each runs in a worker
-process (``service.worker_pool``), never in the plugin's own threads. There are three
+process (``service.worker_pool``), never in the plugin's own threads. There are four
 lanes of workers, so that one kind of call stuck on the schedd never starves another:
 ``probe`` (one worker: readiness probes), ``query`` and ``change`` (``schedd.workers``
-each: queries; submits and removals). Every call has a deadline (``schedd.timeout_seconds``,
+each: queries; submits and removals), ``snapshot`` (one worker: the job snapshot's change
+queries, whose state it keeps between calls). Every call has a deadline (``schedd.timeout_seconds``,
 ``schedd.probe_timeout_seconds``); a query past it is abandoned and its worker killed. Calls
 safe to repeat are retried on errors (not on timeouts), locating the schedd again. A
 circuit breaker (``service.breaker``) makes calls fail at once while the schedd does not
