@@ -90,9 +90,13 @@ def rss(result: Json) -> str:
     samples = result["samples"]
     t = [s["t"] / 60 for s in samples]
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    ax.plot(t, [s["total_mib"] for s in samples], label="server + snapshot process")
-    ax.plot(t, [s["server_mib"] for s in samples], "--", label="server")
-    ax.plot(t, [s["snapshot_process_mib"] for s in samples], ":", label="snapshot process")
+    if "total_pss_mib" in samples[0]:
+        ax.plot(t, [s["total_pss_mib"] for s in samples], label="server + workers (PSS)")
+        ax.plot(t, [s["server_mib"] for s in samples], "--", label="server (RSS)")
+        ax.plot(t, [s["total_mib"] for s in samples], ":", label="server + workers (sum of RSS)")
+    else:
+        ax.plot(t, [s["total_mib"] for s in samples], label="server + snapshot process")
+        ax.plot(t, [s["server_mib"] for s in samples], "--", label="server")
     ax.axhline(200, color="grey", lw=0.8, ls=":")
     ax.set_ylim(0, max(220, max(s["total_mib"] for s in samples) * 1.1))
     ax.set_xlabel("minutes of status loops")
@@ -105,7 +109,9 @@ def rss(result: Json) -> str:
     loops = result.get("loop_seconds") or [0.0]
     return (
         f"baseline {result['baseline_rss_mib']} MiB; largest total "
-        f"{result['max_total_mib']} MiB; slope after the first minute "
+        f"{result['max_total_mib']} MiB (sum of RSS), "
+        f"{result.get('max_total_pss_mib', '-')} MiB (PSS); server alone at most "
+        f"{result.get('max_server_mib', '-')} MiB; slope after the first minute "
         f"{result['slope_mib_per_minute_after_first_minute']} MiB/min; "
         f"{result['calls']:,} calls in {len(loops)} full loops "
         f"(median {statistics.median(loops):.1f} s)"

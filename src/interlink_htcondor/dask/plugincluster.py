@@ -558,10 +558,10 @@ class PluginCluster(SpecCluster):
         """A worker's job ended: record why (unless it ended cleanly); its pod is deleted.
 
         A worker that had joined the scheduler and is still part of the cluster's size is
-        replaced by a new pod of the same name: what a nanny would do, since workers run
-        without one by default (``client.restart()`` ends such workers, the job wrapper
-        ends one over its memory limit). One that never joined is dropped from the spec
-        (its failure would likely repeat); ``scale``/``adapt`` replace it."""
+        replaced by a new pod of the same name: what a nanny would do for a worker run
+        without one (``nanny=False``: ``client.restart()`` ends such workers, the job
+        wrapper ends one over its memory limit). One that never joined is dropped from the
+        spec (its failure would likely repeat); ``scale``/``adapt`` replace it."""
         obs = rec.observed
         clean = obs.phase == Phase.FAILED and obs.exit_code == 0 and obs.reason in ("Completed", "")
         if clean:

@@ -67,10 +67,7 @@ TEMPLATE_PARAMETERS = """
     listen_address, contact_address : str, optional
         The worker's ``--listen-address`` and ``--contact-address`` (slots behind NAT).
     nanny : bool
-        Run the worker under a nanny (``--nanny``) or not (``--no-nanny``, the default:
-        the job wrapper enforces the memory limit and restarts containers, and
-        ``PluginCluster`` replaces a worker that leaves; a nanny doubles each worker's
-        start-up, a second Python process importing distributed).
+        Run the worker under a nanny (``--nanny``) or not (``--no-nanny``).
     accounting_group : str, optional
         HTCondor accounting group (annotation ``htcondor.interlink.eu/accounting-group``).
     requirements : str, optional
