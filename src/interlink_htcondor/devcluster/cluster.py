@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import devpool
 from . import build, config, configs, etcd, kubeconfig, probes, processes, rbac, versions
+from . import operator as dask_operator
 from .components import COMPONENTS, Component, Context, named
 from .errors import ClusterError
 from .pki import PkiFiles
@@ -545,7 +546,7 @@ def down(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> bool:
             if info
             else _context(paths, _known_binaries(paths), Path("/"))
         )
-        running = False
+        running = dask_operator.stop_locked(paths)  # the add-on first: a client of the rest
         for comp in reversed(COMPONENTS):
             owns = _matcher(ctx, comp)
             found = set(processes.find(owns))
