@@ -37,6 +37,12 @@ server, HTTP over a unix socket), ``kubelet_port``,
 Methods: ``env()`` (``KUBECONFIG`` and ``PATH`` with this kubectl first), ``kubectl(*args)``,
 ``api_client()``, ``log_path(component)``.
 
+Which cluster: ``<pool state dir>/cluster`` on the default ports, unless
+``INTERLINK_HTCONDOR_CLUSTER_DIR`` and ``INTERLINK_HTCONDOR_CLUSTER_PORT_OFFSET`` choose a
+private one (``default_paths()``, ``default_ports()``; every function above, the CLI and the
+tests' ``kube_cluster`` follow them). A private cluster shares the default one's builds and
+the pool; its plugin's jobs carry ``InterlinkPlugin == "devcluster-<digest>"``.
+
 Components, in start order (``COMPONENTS``): ``etcd``, ``kube-apiserver``,
 ``kube-controller-manager``, ``kube-scheduler``, ``plugin``, ``interlink``,
 ``virtual-kubelet``. The dask-kubernetes operator is an add-on (``operator``: it needs the
@@ -50,19 +56,24 @@ from .components import ALIASES, COMPONENTS
 from .daskoptions import virtual_node_cluster_options
 from .errors import ClusterError
 from .operator import OperatorInfo, ensure_operator, read_operator, stop_operator
-from .state import ClusterInfo, ClusterPaths, default_paths
+from .selection import CLUSTER_DIR_ENV, PORT_OFFSET_ENV, default_paths, default_ports
+from .state import ClusterInfo, ClusterPaths, builtin_paths
 
 COMPONENT_NAMES = tuple(c.name for c in COMPONENTS)
 
 __all__ = [
     "ALIASES",
+    "CLUSTER_DIR_ENV",
     "COMPONENT_NAMES",
+    "PORT_OFFSET_ENV",
     "ClusterError",
     "ClusterInfo",
     "ClusterPaths",
     "OperatorInfo",
     "build_all",
+    "builtin_paths",
     "default_paths",
+    "default_ports",
     "down",
     "ensure_operator",
     "ensure_up",

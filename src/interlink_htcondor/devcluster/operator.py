@@ -25,7 +25,8 @@ from typing import Any
 from . import config, processes
 from .components import BASE_ENV, MARKER_ENV
 from .errors import ClusterError
-from .state import ClusterInfo, ClusterPaths, default_paths, locked
+from .selection import default_paths
+from .state import ClusterInfo, ClusterPaths, locked
 
 NAME = "dask-operator"
 CONTROLLER_MODULE = "dask_kubernetes.operator.controller"
