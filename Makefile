@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status cluster-up cluster-down \
+.PHONY: venv test unit demo demo-chain lint constraints pool-up pool-down pool-status cluster-up cluster-down \
 	cluster-status browser hub-up hub-down hub-status doc-images
 
 venv: $(STAMP)
@@ -49,6 +49,11 @@ unit: venv
 
 demo: venv pool-up
 	$(BIN)/interlink-htcondor demo
+
+# The same analysis through Kubernetes: the development cluster (built if needed), the
+# dask-kubernetes operator and a VirtualNodeCluster whose workers are HTCondor jobs.
+demo-chain: venv cluster-up
+	$(BIN)/interlink-htcondor demo --chain
 
 lint: venv
 	$(BIN)/ruff check .

@@ -15,11 +15,14 @@ the scheduler runs in Kubernetes behind its NodePort Service (docs/physicist.md)
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
@@ -217,3 +220,30 @@ def _env(pod: Any, name: str) -> str:
         if e.name == name:
             return str(e.value)
     raise AssertionError(f"pod {pod.metadata.name} has no {name}")
+
+
+def test_demo_chain_fits_the_z_peak_through_kubernetes_and_leaves_nothing(
+    kube_cluster: KubeCluster, dask_operator: devcluster.OperatorInfo, tmp_path: Path
+) -> None:
+    """``interlink-htcondor demo --chain`` (``make demo-chain``): the documented command of
+    the whole chain, on this session's cluster and operator."""
+    out = tmp_path / "zpeak.png"
+    argv = [sys.executable, "-m", "interlink_htcondor", "demo", "--chain", "--workers", "2"]
+    argv += ["--files", "3", "--events", "20000", "--out", str(out)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    assert f"[operator] dask-kubernetes {dask_operator.versions['dask-kubernetes']}" in text
+    assert f"pid {dask_operator.pid}" in text  # the running operator, not a second one
+    pods = re.findall(rf"pod of \S+ on {kube_cluster.node_name}: HTCondor job (\d+\.\d+)", text)
+    assert len(set(pods)) == 2, text
+    assert re.search(rf"scheduler pod \S+ on {kube_cluster.node_name}: HTCondor job \d+\.\d+", text)
+    # the analysis ran on those jobs, in the container
+    ran = re.findall(r"partitions, HTCondor job (\d+\.\d+), Python 3\.11", text)
+    assert set(ran) == set(pods), text
+    assert "60,000 events" in text
+    m = re.search(r"Z peak: m = ([0-9.]+) ± ([0-9.]+) GeV", text)
+    assert m, text
+    assert abs(float(m.group(1)) - 91.2) < 0.5
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    assert "DaskCluster deleted, no pod and no job left" in text
