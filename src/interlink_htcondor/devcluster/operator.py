@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from . import config, processes
-from .components import BASE_ENV, MARKER_ENV
+from .components import BASE_ENV
 from .errors import ClusterError
 from .selection import default_paths
 from .state import ClusterInfo, ClusterPaths, locked
 
 NAME = "dask-operator"
+# The cluster's add-ons carry this marker (the cluster's root), not the components' own:
+# "one process per component" stays true of the components.
+ADDON_MARKER_ENV = "INTERLINK_HTCONDOR_CLUSTER_ADDON"
 CONTROLLER_MODULE = "dask_kubernetes.operator.controller"
 # The CRDs as the operator's Helm chart installs them (the chart's `crds/`).
 CRD_DIR = ("deployment", "helm", "dask-kubernetes-operator", "crds")
@@ -108,7 +111,7 @@ def owns(paths: ClusterPaths, pid: int) -> bool:
     if CONTROLLER_MODULE not in cmd or "kopf" not in cmd:
         return False
     env = processes.environ(pid)
-    return env is not None and env.get(MARKER_ENV) == str(paths.root)
+    return env is not None and env.get(ADDON_MARKER_ENV) == str(paths.root)
 
 
 def _liveness(url: str) -> str | None:
@@ -161,7 +164,7 @@ def ensure_operator(
                 argv=argv(url),
                 env={
                     **BASE_ENV,
-                    MARKER_ENV: str(paths.root),
+                    ADDON_MARKER_ENV: str(paths.root),
                     "KUBECONFIG": str(info.kubeconfig),
                     **{k: v for k, v in os.environ.items() if k in ("VIRTUAL_ENV", "PYTHONPATH")},
                 },
