@@ -229,10 +229,18 @@ def test_demo_chain_fits_the_z_peak_through_kubernetes_and_leaves_nothing(
     the whole chain, on this session's cluster and operator."""
     out = tmp_path / "zpeak.png"
     argv = [sys.executable, "-m", "interlink_htcondor", "demo", "--chain", "--workers", "2"]
-    argv += ["--files", "3", "--events", "20000", "--out", str(out)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=540)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Its own waits are bounded (--timeout: the scheduler, then the workers; then 120 s for
+    # the pods and jobs to go), so a failure still deletes what it made.
+    argv += ["--files", "3", "--events", "20000", "--out", str(out), "--timeout", "150"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=580)
+    except subprocess.TimeoutExpired as e:
+        _delete_demo_cluster(kube_cluster, _text(e.stdout))
+        raise
     text = proc.stdout
+    if proc.returncode != 0:
+        _delete_demo_cluster(kube_cluster, text)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"[operator] dask-kubernetes {dask_operator.versions['dask-kubernetes']}" in text
     assert f"pid {dask_operator.pid}" in text  # the running operator, not a second one
     pods = re.findall(rf"pod of \S+ on {kube_cluster.node_name}: HTCondor job (\d+\.\d+)", text)
@@ -247,3 +255,17 @@ def test_demo_chain_fits_the_z_peak_through_kubernetes_and_leaves_nothing(
     assert abs(float(m.group(1)) - 91.2) < 0.5
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
     assert "DaskCluster deleted, no pod and no job left" in text
+
+
+def _text(out: str | bytes | None) -> str:
+    return out.decode(errors="replace") if isinstance(out, bytes) else out or ""
+
+
+def _delete_demo_cluster(kube: KubeCluster, output: str) -> None:
+    """A demo that failed or was stopped: delete the DaskCluster it names (while the
+    operator, whose finalizer it carries, still runs), so that no pod or job is left."""
+    m = re.search(r"DaskCluster (\S+)/(\S+):", output)
+    if m:
+        ns, name = m.groups()
+        kube.kubectl("delete", "daskcluster", name, "-n", ns, "--ignore-not-found",
+                     "--timeout=120s", timeout=150)  # fmt: skip

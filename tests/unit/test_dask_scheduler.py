@@ -12,7 +12,7 @@ from dask_kubernetes.operator.controller.controller import build_worker_deployme
 
 from interlink_htcondor.dask import crd
 from interlink_htcondor.dask.scheduler import listen_address, scheduler_spec
-from interlink_htcondor.dask.schedulerjob import dashboard_node_port, pod_failure
+from interlink_htcondor.dask.schedulerjob import dashboard_node_port, pod_failure, pod_waiting
 from interlink_htcondor.dask.template import APPTAINER_OPTIONS, WorkerTemplate
 from interlink_htcondor.dask.virtualnode import client_address, make_virtual_node_cluster_spec
 
@@ -166,3 +166,12 @@ def test_a_failed_scheduler_pod_says_why() -> None:
         "scheduler pod zp-scheduler is Running; container scheduler Error (exit code 1): "
         "bad address"
     )
+
+
+def test_a_waiting_scheduler_pod_says_what_it_waits_for() -> None:
+    idle = {"waiting": {"reason": "Pending", "message": "HTCondor job 7.0 is idle"}}
+    assert pod_waiting(pod("Pending", containerStatuses=[{"state": idle}])) == (
+        "HTCondor job 7.0 is idle"
+    )
+    assert pod_waiting(pod("Pending")) is None
+    assert pod_waiting(pod("Running", containerStatuses=[{"state": {"running": {}}}])) is None

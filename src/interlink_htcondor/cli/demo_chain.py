@@ -35,6 +35,7 @@ def run(args: argparse.Namespace, say: Callable[[str, str], None], analyse: Any)
     from dimuon import dataset, generate
     from interlink_htcondor import devcluster, devpool
     from interlink_htcondor.dask import VirtualNodeCluster, WorkerStartError, WorkerTemplate
+    from interlink_htcondor.dask.schedulerjob import SchedulerJobError
 
     t0 = time.monotonic()
     try:
@@ -69,9 +70,17 @@ def run(args: argparse.Namespace, say: Callable[[str, str], None], analyse: Any)
     valid = False
     left: list[str] = []
     try:
-        cluster = VirtualNodeCluster(
-            name=name, namespace=NAMESPACE, template=template, quiet=True, **options
-        )
+        try:
+            cluster = VirtualNodeCluster(
+                name=name,
+                namespace=NAMESPACE,
+                template=template,
+                quiet=True,
+                scheduler_timeout=args.timeout,
+                **options,
+            )
+        except SchedulerJobError as e:  # the DaskCluster is deleted again; see below
+            raise UsageError(f"the scheduler did not start: {e}") from None
         say("dask", f"scaling to {args.workers} worker pods on the virtual node")
         cluster.scale(args.workers)
         try:
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace, say: Callable[[str, str], None], analyse: Any)
             client.close()
         if cluster is not None:
             cluster.close()
-            left = _wait_gone(info, pool, name)
+        left = _wait_gone(info, pool, name)
     if left:
         say("done", f"still there after {GONE_TIMEOUT:.0f} s: {', '.join(left)}")
         return 1

@@ -72,16 +72,6 @@ def pod_failure(pod: Json) -> str | None:
     return "; ".join(parts)
 
 
-async def _scheduler_failure(name: str, namespace: str) -> str | None:
-    selector = f"dask.org/cluster-name={name},dask.org/component=scheduler"
-    async for pod in Pod.list(label_selector=selector, namespace=namespace):
-        raw = pod if isinstance(pod, dict) else pod.raw
-        why = pod_failure(raw)
-        if why is not None:
-            return why
-    return None
-
-
 async def _answers(address: str) -> bool:
     parts = urlsplit(address)
     try:
@@ -99,16 +89,46 @@ async def _answers(address: str) -> bool:
     return True
 
 
-async def wait_for_scheduler_job(name: str, namespace: str, address: str) -> None:
+def pod_waiting(pod: Json) -> str | None:
+    """What a scheduler pod waits for (its containers' waiting messages: an idle job's
+    reason), or None."""
+    found = []
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (c.get("state") or {}).get("waiting")
+        if waiting:
+            found.append(str(waiting.get("message") or waiting.get("reason") or "waiting"))
+    return "; ".join(found) or None
+
+
+async def _scheduler_pods(name: str, namespace: str) -> list[Json]:
+    selector = f"dask.org/cluster-name={name},dask.org/component=scheduler"
+    return [
+        pod if isinstance(pod, dict) else pod.raw
+        async for pod in Pod.list(label_selector=selector, namespace=namespace)
+    ]
+
+
+async def wait_for_scheduler_job(
+    name: str, namespace: str, address: str, timeout: float | None = None
+) -> None:
     """Until the scheduler answers at ``address``; ``SchedulerJobError`` as soon as its
-    pod fails. No time limit while the job waits for a slot, like ``KubeCluster``'s wait
-    for a pending scheduler pod."""
+    pod fails, or after ``timeout`` seconds (None: no limit while the job waits for a
+    slot, like ``KubeCluster``'s wait for a pending scheduler pod)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        why = await _scheduler_failure(name, namespace)
-        if why is not None:
-            raise SchedulerJobError(why)
+        pods = await _scheduler_pods(name, namespace)
+        for pod in pods:
+            why = pod_failure(pod)
+            if why is not None:
+                raise SchedulerJobError(why)
         if await _answers(address):
             return
+        if deadline is not None and time.monotonic() > deadline:
+            waits = [w for w in map(pod_waiting, pods) if w]
+            raise SchedulerJobError(
+                f"the scheduler did not answer at {address} within {timeout:.0f} s"
+                + (f": {'; '.join(waits)}" if waits else "")
+            )
         await asyncio.sleep(POLL)
 
 
@@ -128,7 +148,8 @@ async def attach(cluster: Any) -> None:
     """Wait for the scheduler job and connect ``cluster`` (a ``VirtualNodeCluster``) to it:
     what ``KubeCluster`` sets once its scheduler is up."""
     address = await cluster._get_scheduler_address()
-    await wait_for_scheduler_job(cluster.name, cluster.namespace, address)
+    timeout = getattr(cluster, "scheduler_timeout", None)
+    await wait_for_scheduler_job(cluster.name, cluster.namespace, address, timeout)
     cluster.scheduler_comm = rpc(address)
     port = dashboard_node_port(cluster._custom_cluster_spec)
     cluster.forwarded_dashboard_port = str(port) if port else None

@@ -167,6 +167,10 @@ VIRTUAL_NODE_CLUSTER_PARAMETERS = """
         ``scheduler_address`` (whose port must be ``scheduler_node_port``; give
         ``dashboard_node_port`` too). The layout of the development cluster, which has no
         node to run it otherwise; in production the scheduler runs in Kubernetes.
+    scheduler_timeout : float, optional
+        With ``scheduler_on_virtual_node``: give up (and delete the ``DaskCluster``) when
+        the scheduler job does not answer within this many seconds, with what its pod waits
+        for; default no limit, as ``KubeCluster`` waits for a pending scheduler pod.
     scheduler_image : str, optional
         Image of the scheduler pod; default the worker image.
     idle_timeout : int, optional
@@ -208,6 +212,7 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         idle_timeout: int | None = None,
         dashboard_node_port: int | None = None,
         scheduler_on_virtual_node: bool | None = None,
+        scheduler_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         vc = "virtual-node-cluster."
@@ -223,6 +228,7 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         self.scheduler_on_virtual_node = bool(
             config.pick(scheduler_on_virtual_node, vc + "scheduler-on-virtual-node")
         )
+        self.scheduler_timeout = scheduler_timeout
         self.failures: list[WorkerFailure] = []
         spec = make_virtual_node_cluster_spec(
             name,
