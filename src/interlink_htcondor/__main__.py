@@ -1,3 +1,5 @@
 from interlink_htcondor.cli import main
 
-raise SystemExit(main())
+# Guarded: worker processes (service.worker_pool) import the main module under another name.
+if __name__ == "__main__":
+    raise SystemExit(main())

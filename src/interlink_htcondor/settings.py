@@ -43,6 +43,18 @@ class ServerSettings(_Section):
     max_request_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest request body accepted, in bytes."
     )
+    request_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request's headers must arrive within this from its first byte (or "
+        "from the connection's start), and its body within this again; a connection that "
+        "is slower is closed (headers) or answered 408 (body).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections at most; past it new connections are closed at once.",
+    )
     run_as: str = Field(
         "",
         description="When started as root, switch to this user after reading the config and "
@@ -69,13 +81,52 @@ class ScheddSettings(_Section):
     scitoken_file: Path | None = Field(
         None, description="SciToken file (SCITOKENS_FILE); re-read on every connection."
     )
-    threads: int = Field(8, ge=1, le=64, description="Threads for blocking schedd calls.")
-    timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one schedd call.")
-    retries: int = Field(2, ge=0, le=10, description="Retries of a failed schedd call.")
+    workers: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="Worker processes for schedd calls, for queries and again for submits "
+        "and removals (plus one for readiness probes). The bindings hold Python's lock "
+        "while they wait, so each call runs in a process of its own.",
+    )
+    timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Deadline of one schedd call. A query past it is abandoned (its worker "
+        "killed); a submit past it answers 503 and may still happen (the pod stays locked "
+        "until it is known). After a timeout, calls fail at once until the schedd answers "
+        "again.",
+    )
+    probe_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="Deadline of a readiness probe (a trivial schedd query); a probe past it "
+        "reports the schedd hung, and interLink's ping answers that the pool is down.",
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Retries of a failed schedd call (never of a timed-out one)."
+    )
+    unready_after_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="/readyz answers 503 when no schedd call has succeeded for this long.",
+    )
     status_refresh_seconds: float = Field(
         1.0,
         gt=0,
         description="Age of the shared job snapshot that serves /status before a new query.",
+    )
+    status_wait_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="Longest a /status call waits for a new job snapshot; past it the last "
+        "one is served, with its age in the `Snapshot-Age` header.",
+    )
+    max_stale_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="Oldest job snapshot /status serves while the schedd does not answer; "
+        "past it, /status answers 503.",
     )
 
 

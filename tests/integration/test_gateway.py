@@ -1,13 +1,14 @@
-"""The schedd gateway against the real personal pool, in this process: batched submits,
-queries of the queue and the history, removal, capacity, timeouts (a submit in doubt that
-still happens) and spooled output retrieval."""
+"""The schedd gateway against the real personal pool, in this process (its binding calls
+in worker processes): batched submits, queries of the queue and the history, removal,
+capacity, an unreachable collector and spooled output retrieval. Deadlines against a
+schedd that does not answer: ``tests/unit/test_gateway_deadlines.py`` (a listener that
+never answers) and ``test_faults_schedd.py`` (the real schedd stopped)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import COMPLETED, FROM_HISTORY, IDLE, REMOVED
 from interlink_htcondor.devpool import PoolInfo, embedded_settings
 from interlink_htcondor.local_plugin import force_remove, pool_schedd
-from interlink_htcondor.service.gateway import ScheddError, ScheddGateway, SubmitInDoubt
+from interlink_htcondor.service.gateway import ScheddError, ScheddGateway
 from interlink_htcondor.settings import Settings
 
 NEVER_MATCHES = 'TARGET.Machine == "no-such-machine.invalid"'
@@ -85,7 +86,20 @@ def test_batched_submit_queries_and_removal(pool: PoolInfo, instance: str, tmp_p
             assert ad[classad_attrs.CONTAINERS] == "main"
             assert [a["ClusterId"] for a in await gw.jobs_of(uids[1])] == [done[1].ad["ClusterId"]]
 
-            assert await gw.remove_pod(uids[0], "test removal") == 1
+            # A removal must name the pod's namespace and name as well as its UID.
+            assert await gw.remove_pod(uids[0], "test", namespace="ns", name="other") == 0
+            assert (
+                await gw.remove_pod(
+                    uids[0], "test", namespace="other", name=done[0].ad[classad_attrs.POD_NAME]
+                )
+                == 0
+            )
+            assert (
+                await gw.remove_pod(
+                    uids[0], "test removal", namespace="ns", name=f"p-{uids[0][:8]}"
+                )
+                == 1
+            )
             await gw.remove_job(done[1].job_id, "one job")
             deadline = time.monotonic() + 60
             while await gw.jobs_of(uids[0]) or await gw.jobs_of(uids[1]):
@@ -101,68 +115,6 @@ def test_batched_submit_queries_and_removal(pool: PoolInfo, instance: str, tmp_p
             gw.close()
 
     asyncio.run(scenario())
-
-
-class HeldBackGateway(ScheddGateway):
-    """The real gateway, whose blocking submit waits for ``release``: a schedd that takes
-    longer than the timeout to accept a submit, then accepts it."""
-
-    release = threading.Event()
-
-    def _submit_batch(self, batch: Any) -> None:
-        assert self.release.wait(120)
-        super()._submit_batch(batch)
-
-
-def test_a_submit_that_times_out_is_in_doubt_and_still_happens(
-    pool: PoolInfo, instance: str, tmp_path: Path
-) -> None:
-    async def scenario() -> None:
-        gw = HeldBackGateway(make_settings(pool, instance, timeout_seconds=0.5))
-        try:
-            uid = str(uuid.uuid4())
-            with pytest.raises(SubmitInDoubt, match="may still happen") as doubt:
-                await gw.submit(idle_plan(uid, tmp_path), tmp_path)
-            assert await gw.jobs_of(uid) == []  # not yet
-            HeldBackGateway.release.set()
-            submitted = await asyncio.wait_for(doubt.value.outcome, 120)
-            assert submitted.created and submitted.ad[classad_attrs.POD_UID] == uid
-            (ad,) = await gw.jobs_of(uid)
-            assert f"{ad['ClusterId']}.{ad['ProcId']}" == submitted.job_id
-        finally:
-            gw.close()
-
-    asyncio.run(scenario())
-
-
-class StuckGateway(ScheddGateway):
-    """The real gateway, whose schedd does not answer until ``unstuck`` is set."""
-
-    unstuck = threading.Event()
-
-    def _schedd(self) -> Any:
-        assert self.unstuck.wait(120)
-        return super()._schedd()
-
-
-def test_a_schedd_that_does_not_answer_times_out(pool: PoolInfo, instance: str) -> None:
-    calls: list[tuple[str, bool]] = []
-
-    async def scenario() -> None:
-        cfg = make_settings(pool, instance, timeout_seconds=0.3, retries=1)
-        gw = StuckGateway(cfg, observer=lambda op, _s, ok: calls.append((op, ok)))
-        try:
-            with pytest.raises(ScheddError, match=r"^schedd ping failed: timed out$"):
-                await gw.ping()
-            with pytest.raises(ScheddError, match=r"^schedd query failed: timed out$"):
-                await gw.query_jobs()  # retried once, then given up
-            StuckGateway.unstuck.set()
-            assert isinstance(await gw.query_jobs(), list)  # it answers again
-        finally:
-            gw.close()
-
-    asyncio.run(scenario())
-    assert calls == [("ping", False), ("query", False), ("query", False), ("query", True)]
 
 
 def test_an_unreachable_collector_is_a_schedd_error(pool: PoolInfo, instance: str) -> None:

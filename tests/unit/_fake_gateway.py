@@ -4,8 +4,12 @@ HTCondor (``service.gateway.Gateway``). The integration tests use the real pool.
 Jobs live in ``queue`` and ``history`` (job id -> ad, as the real gateway returns them).
 Removing an idle or finished job moves it to the history at once, as the schedd does; a
 job marked ``linger`` stays in the queue as removed (a starter still stopping it) until a
-forced removal. ``fail[op]`` makes an operation raise. Every call is recorded in ``calls``.
-The app runs in another thread (TestClient, uvicorn), so state changes take ``lock``.
+forced removal. ``fail[op]`` makes an operation raise. ``hang(op)`` makes an operation
+hang as a stopped schedd does, until ``resume()`` or ``hang_timeout`` (then it times out, as
+the real gateway's deadline makes it). What the gateway knows of the schedd
+(``contact()``) comes from the real ``Breaker``, fed by the outcome of every call. Every
+call is recorded in ``calls``. The app runs in another thread (TestClient, uvicorn), so
+state changes take ``lock``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import COMPLETED, FROM_HISTORY, HELD, IDLE, REMOVED, RUNNING
+from interlink_htcondor.service.breaker import Breaker, Contact
 from interlink_htcondor.service.gateway import Capacity, ScheddError, SubmitInDoubt, Submitted
 
 Ad = dict[str, Any]
@@ -46,7 +51,12 @@ class FakeGateway:
         )
         self.on_retrieve: Any = None  # called with the job's ad (writes the job's output)
         self.closed = False
+        self.started = False
         self._cluster = 100
+        self.breaker = Breaker()
+        self.hung: set[str] = set()
+        self.hang_timeout = 0.5
+        self._resumed = threading.Event()
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -95,30 +105,62 @@ class FakeGateway:
             self.queue[jid] = dict(ad)
             return jid
 
+    def hang(self, *ops: str) -> None:
+        """These operations hang from now on (a SIGSTOPped schedd)."""
+        with self.lock:
+            self._resumed.clear()
+            self.hung.update(ops)
+
+    def resume(self) -> None:
+        """The schedd answers again: hung calls return, new ones do not hang."""
+        with self.lock:
+            self.hung.clear()
+            self._resumed.set()
+
     # ------------------------------------------------------------------ the interface
 
-    def _call(self, op: str, *args: Any) -> None:
+    async def _call(self, op: str, *args: Any) -> None:
         with self.lock:
             self.calls.append((op, *args))
             error = self.fail.get(op)
+            hangs = op in self.hung
+        if hangs:
+            deadline = time.monotonic() + self.hang_timeout
+            token = self.breaker.begin()
+            try:
+                while not self._resumed.is_set():
+                    if time.monotonic() >= deadline:
+                        self.breaker.failed(f"{op} timed out", hung=True)
+                        raise ScheddError(f"schedd {op} failed: timed out")
+                    await asyncio.sleep(0.005)
+            finally:
+                self.breaker.end(token)
         if error is not None:
+            self.breaker.failed(str(error), hung=False)
             raise error
+        self.breaker.succeeded()
+
+    async def start(self) -> None:
+        self.started = True
+
+    def contact(self) -> Contact:
+        return self.breaker.contact()
 
     async def ping(self) -> None:
-        self._call("ping")
+        await self._call("ping")
 
     async def query_jobs(self) -> list[Ad]:
-        self._call("query_jobs")
+        await self._call("query_jobs")
         with self.lock:
             return [dict(a) for a in self.queue.values()]
 
     async def jobs_of(self, uid: str) -> list[Ad]:
-        self._call("jobs_of", uid)
+        await self._call("jobs_of", uid)
         with self.lock:
             return [dict(a) for a in self.queue.values() if a[classad_attrs.POD_UID] == uid]
 
     async def find_jobs(self, uids: Sequence[str]) -> dict[str, Ad]:
-        self._call("find_jobs", tuple(uids))
+        await self._call("find_jobs", tuple(uids))
         found: dict[str, Ad] = {}
         with self.lock:
             for ad in self.queue.values():
@@ -130,11 +172,11 @@ class FakeGateway:
         return found
 
     async def capacity(self) -> Capacity:
-        self._call("capacity")
+        await self._call("capacity")
         return self.capacity_value
 
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
-        self._call("submit", plan.pod_uid)
+        await self._call("submit", plan.pod_uid)
         with self.lock:
             error, self.next_submit_error = self.next_submit_error, None
         if error is not None:
@@ -176,16 +218,22 @@ class FakeGateway:
         loop.call_soon_threadsafe(outcome.set_result, Submitted(job_id(ad), True, dict(ad)))
         return job_id(ad)
 
-    async def remove_pod(self, uid: str, reason: str) -> int:
-        self._call("remove_pod", uid, reason)
+    async def remove_pod(self, uid: str, reason: str, *, namespace: str, name: str) -> int:
+        await self._call("remove_pod", uid, reason)
         with self.lock:
-            jids = [j for j, a in self.queue.items() if a[classad_attrs.POD_UID] == uid]
+            jids = [
+                j
+                for j, a in self.queue.items()
+                if a[classad_attrs.POD_UID] == uid
+                and a[classad_attrs.POD_NAMESPACE] == namespace
+                and a[classad_attrs.POD_NAME] == name
+            ]
             for jid in jids:
                 self._remove(jid, reason, force=False)
             return len(jids)
 
     async def remove_job(self, jid: str, reason: str, *, force: bool = False) -> None:
-        self._call("remove_job", jid, reason, force)
+        await self._call("remove_job", jid, reason, force)
         with self.lock:
             if jid in self.queue:
                 self._remove(jid, reason, force=force)
@@ -202,7 +250,7 @@ class FakeGateway:
             self.history[jid] = self.queue.pop(jid)
 
     async def retrieve(self, jid: str) -> None:
-        self._call("retrieve", jid)
+        await self._call("retrieve", jid)
         with self.lock:
             ad = dict(self.queue.get(jid) or self.history.get(jid) or {})
         if self.on_retrieve is not None:

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from interlink_htcondor.core import classad_attrs, jobspec
 from interlink_htcondor.core.classad_attrs import ReportedState, encode_state
+from interlink_htcondor.core.itemdata import SubmitRefused
 from interlink_htcondor.service import delete as delete_module
 from interlink_htcondor.service.app import create_app
 from interlink_htcondor.service.gateway import ScheddError
@@ -209,9 +210,24 @@ def test_a_refused_submit_is_503_with_the_reason_and_can_be_retried(
     r = send(client, "POST", "/create", body(p))
     assert r.status_code == 503
     assert "cannot submit pod default/hello" in r.text and "SECMAN:2010" in r.text
-    assert lock_file(settings, p["metadata"]["uid"]).read_text() == ""  # nothing under way
+    # Nothing under way, and nothing left: no sandbox (it may hold Secrets), no lock file.
+    assert not lock_file(settings, p["metadata"]["uid"]).exists()
+    assert list(settings.storage.shared_dir.glob("*/*")) == []
     assert create(client, p)["PodJID"] == "101.0"
     assert len(gateway.ops("submit")) == 2
+
+
+def test_a_description_htcondor_refuses_is_a_422_and_leaves_nothing(
+    client: TestClient, gateway: FakeGateway, settings: Settings
+) -> None:
+    p = pod()
+    gateway.next_submit_error = SubmitRefused("Failed to create job ad: priority = x y")
+    r = send(client, "POST", "/create", body(p))
+    assert r.status_code == 422
+    assert "pod default/hello cannot run" in r.text and "priority" in r.text
+    # Refused for sure: its sandbox (it may hold Secrets) and lock file are gone at once.
+    assert not lock_file(settings, p["metadata"]["uid"]).exists()
+    assert list(settings.storage.shared_dir.glob("*/*")) == []
 
 
 def test_a_submit_in_doubt_keeps_the_pod_locked_until_it_settles(
@@ -264,7 +280,8 @@ def test_create_reports_a_sandbox_it_cannot_write(
     r = send(client, "POST", "/create", body(p))
     assert r.status_code == 500 and "cannot write the sandbox of pod default/hello" in r.text
     assert gateway.ops("submit") == []
-    assert lock_file(settings, meta["uid"]).read_text() == ""
+    assert not lock_file(settings, meta["uid"]).exists()
+    assert target.read_text() == "in the way"  # not the plugin's: left alone
 
 
 # ----------------------------------------------------------------------------- status
@@ -425,7 +442,8 @@ def test_ping_reports_the_pools_capacity(client: TestClient, gateway: FakeGatewa
     assert r.json() == {"status": "ok", "resources": resources}  # no taints: the node keeps its
     send(client, "GET", "/status", [])
     assert len(gateway.ops("capacity")) == 1  # cached
-    assert client.get("/readyz").json() == {"status": "ok", "schedd": "schedd reachable"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ok" and ready["schedd"].startswith("last schedd contact")
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
@@ -444,7 +462,8 @@ def test_ping_with_gpus_taints_and_a_pod_limit(tmp_path: Path) -> None:
     assert answer["taints"] == [{"key": "site", "value": "grid", "effect": "NoSchedule"}]
 
 
-def test_ping_and_readiness_when_htcondor_fails(settings: Settings, gateway: FakeGateway) -> None:
+def test_ping_and_readiness_when_htcondor_fails(tmp_path: Path, gateway: FakeGateway) -> None:
+    settings = make_settings(tmp_path, schedd={"unready_after_seconds": 0.5})
     gateway.fail["capacity"] = ScheddError("collector query failed: timed out")
     with TestClient(create_app(settings, gateway=gateway)) as c:
         r = send(c, "GET", "/status", [])
@@ -457,8 +476,11 @@ def test_ping_and_readiness_when_htcondor_fails(settings: Settings, gateway: Fak
             "status": "error",
             "message": "HTCondor pool not ready: schedd ping failed: timed out",
         }
-        r = c.get("/readyz")
-        assert r.status_code == 503 and r.json()["status"] == "not ready"
+        # Ready while the last successful call is recent, unready once it is too old.
+        r = eventually(lambda: (r := c.get("/readyz")).status_code == 503 and r)
+        assert r.json()["status"] == "not ready"
+        assert "no schedd call has succeeded for" in r.json()["schedd"]
+        assert "schedd ping failed: timed out" in r.json()["schedd"]
 
 
 # ----------------------------------------------------------------------------- logs

@@ -247,8 +247,21 @@ def _serve(
 
     from interlink_htcondor.service.app import create_app
 
-    app = create_app(settings, bearer_token=token)
-    config = uvicorn.Config(
+    config = uvicorn_config(create_app(settings, bearer_token=token), settings)
+    config.load()
+    config.ssl = ssl_context
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])  # uvloop when installed
+
+
+def uvicorn_config(app: Any, settings: Settings) -> Any:
+    """The uvicorn configuration ``serve`` runs ``app`` with."""
+    import uvicorn
+
+    from interlink_htcondor.service.connection_limits import guarded_protocol
+
+    srv = settings.server
+    return uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
@@ -258,8 +271,6 @@ def _serve(
         # not the server, closes idle connections (no reuse of a just-closed one).
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         server_header=False,
+        # Half-sent requests and idle new connections are closed; connections are capped.
+        http=guarded_protocol(srv.request_timeout_seconds, srv.max_connections),
     )
-    config.load()
-    config.ssl = ssl_context
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])  # uvloop and httptools when installed

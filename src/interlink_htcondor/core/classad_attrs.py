@@ -27,6 +27,13 @@ def job_id(ad: Mapping[str, Any]) -> str:
     return f"{_int(ad.get('ClusterId'))}.{_int(ad.get('ProcId'))}"
 
 
+def same_pod(ad: Mapping[str, Any], namespace: str, name: str) -> bool:
+    """The job was submitted for the pod of this namespace and name (its UID is matched by
+    whoever found the job): a request naming another pod with a victim's UID never
+    reaches the victim's job."""
+    return ad.get(POD_NAMESPACE) == namespace and ad.get(POD_NAME) == name
+
+
 def _int(v: Any) -> int:
     return int(v) if isinstance(v, int | float) else 0
 

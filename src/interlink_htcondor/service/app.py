@@ -5,20 +5,23 @@ event loop: binding calls run in the gateway's pool, file I/O in threads. Each e
 work is in its own module (``create``, ``status``, ``logs``, ``delete``, ``health``); this
 one wires them to routes, with the gatekeeper middleware (which also answers unexpected
 errors) and the handler of ``HTTPError``. The status codes are listed in
-``service.errors``.
+``service.errors``; the OpenAPI document (``/openapi.json``, behind the token) in
+``service.openapi``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from interlink_htcondor.service import create, delete, health, logs, status
+from interlink_htcondor.service import create, delete, health, logs, openapi, status
 from interlink_htcondor.service.errors import HTTPError, error_response
 from interlink_htcondor.service.gatekeeper import Gatekeeper
 from interlink_htcondor.service.gateway import Gateway, ScheddGateway
@@ -29,6 +32,9 @@ from interlink_htcondor.service.state import PluginState
 from interlink_htcondor.settings import Settings
 
 log = logging.getLogger("interlink_htcondor.server")
+
+AGE_HEADER = "Snapshot-Age"
+STALE_LOG_SECONDS = 30.0
 
 
 def create_app(
@@ -53,12 +59,18 @@ def create_app(
     gw = gateway or ScheddGateway(settings, observer=metrics.observe_schedd)
     state = PluginState(settings, gw, SandboxStore(settings), metrics)
     limit = settings.server.max_request_bytes
+    body_timeout = settings.server.request_timeout_seconds
+
+    async def body(request: Request) -> Any:
+        return await read_json(request, limit, body_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.spawn(gw.start(), "start the gateway")
         yield
         await state.close()
 
+    token = bearer_token or read_token(settings.server.bearer_token_file)
     app = FastAPI(
         title="interlink-htcondor",
         docs_url=None,
@@ -76,41 +88,73 @@ def create_app(
 
     @app.post("/create")
     async def create_route(request: Request) -> Response:
-        return JSONResponse(await create.create(state, await read_json(request, limit)))
+        return JSONResponse(await create.create(state, await body(request)))
+
+    cfg = settings.schedd
+    stale = _StaleLog(cfg.status_refresh_seconds * 2 + cfg.status_wait_seconds)
 
     @app.get("/status")
     async def status_route(request: Request) -> Response:
-        raw = await read_json(request, limit)
+        raw = await body(request)
         if raw == []:
-            code, body = await health.ping(state)
-            return JSONResponse(body, status_code=code)
-        return JSONResponse(await status.status(state, raw))
+            code, answer = await health.ping(state)
+            return JSONResponse(answer, status_code=code)
+        entries = await status.status(state, raw)
+        # How old the job snapshot behind the answer is (stale while the schedd hangs).
+        snap = state.snapshot.current
+        if snap is None:
+            return JSONResponse(entries)
+        age = state.snapshot.age(snap)
+        stale.note(age)
+        return JSONResponse(entries, headers={AGE_HEADER: f"{age:.1f}"})
 
     @app.get("/getLogs")
     async def logs_route(request: Request) -> Response:
-        return await logs.get_logs(state, await read_json(request, limit))
+        return await logs.get_logs(state, await body(request))
 
     @app.post("/delete")
     async def delete_route(request: Request) -> Response:
-        return PlainTextResponse(await delete.delete(state, await read_json(request, limit)))
+        return PlainTextResponse(await delete.delete(state, await body(request)))
 
     @app.get("/healthz")
     async def healthz_route() -> Response:
-        code, body = health.healthz()
-        return JSONResponse(body, status_code=code)
+        code, answer = health.healthz()
+        return JSONResponse(answer, status_code=code)
 
     @app.get("/readyz")
     async def readyz_route() -> Response:
-        code, body = await health.readyz(state)
-        return JSONResponse(body, status_code=code)
+        code, answer = await health.readyz(state)
+        return JSONResponse(answer, status_code=code)
+
+    document = openapi.document(bearer=token is not None)
+
+    @app.get("/openapi.json")
+    async def openapi_route() -> Response:
+        return JSONResponse(document)
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
         return Response(health.metrics(state), media_type=CONTENT_TYPE)
 
-    token = bearer_token or read_token(settings.server.bearer_token_file)
     app.add_middleware(Gatekeeper, token=token, max_body=limit, metrics=metrics)
     return app
+
+
+class _StaleLog:
+    """Says, at most every ``STALE_LOG_SECONDS``, that /status serves an old snapshot."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.last = float("-inf")
+
+    def note(self, age: float) -> None:
+        now = time.monotonic()
+        if age > self.threshold and now - self.last >= STALE_LOG_SECONDS:
+            self.last = now
+            log.warning(
+                "serving an old job snapshot: the schedd does not answer",
+                extra={"age_seconds": round(age, 1)},
+            )
 
 
 def read_token(path: Path | None) -> bytes | None:

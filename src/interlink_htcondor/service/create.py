@@ -4,11 +4,13 @@ The same pod UID never gives two jobs. An answer from the shared snapshot comes 
 repeated create costs no schedd call); otherwise the pod's lock file decides, held across
 the submit: it records the job id once submitted, and a submit cut short (the file still
 says "submitting") is checked against the schedd before anything is submitted again.
+A create that fails for sure (refused, or the submit failed) leaves no sandbox behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Awaitable
 from pathlib import Path
@@ -70,6 +72,10 @@ async def create(state: PluginState, raw: Any) -> dict[str, str]:
     except ScheddError as e:
         raise HTTPError(503, f"cannot submit pod {pod}: {e}") from None
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise HTTPError(
+                507, f"no space left to write the sandbox of pod {pod}; try again later"
+            ) from None
         raise HTTPError(500, f"cannot write the sandbox of pod {pod}: {e.strerror}") from None
     if submitted.created:
         state.snapshot.note_submitted(uid, submitted.ad)
@@ -103,7 +109,8 @@ async def submit_once(state: PluginState, plan: JobPlan, sandbox: Path) -> Submi
         try:
             await claim.mark_submitting(state.store, plan, sandbox)
         except BaseException:
-            await asyncio.shield(claim.record(""))  # nothing was submitted
+            # Nothing was submitted: no half-written sandbox (it may hold Secrets) stays.
+            await asyncio.shield(state.store.discard(claim, sandbox))
             raise
         try:
             submitted = await state.gateway.submit(plan, sandbox)
@@ -113,7 +120,8 @@ async def submit_once(state: PluginState, plan: JobPlan, sandbox: Path) -> Submi
             handed_off = True
             raise
         except (ScheddError, SubmitRefused):
-            await claim.record("")  # nothing was submitted
+            # Nothing was submitted: its sandbox (it may hold Secrets) goes at once.
+            await asyncio.shield(state.store.discard(claim, sandbox))
             raise
         # Anything else (a cancelled call...) leaves "submitting": the schedd decides.
         await claim.record(submitted.job_id)

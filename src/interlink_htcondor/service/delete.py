@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.classad_attrs import job_id, same_pod
 from interlink_htcondor.core.models import PodRef
 from interlink_htcondor.service.errors import HTTPError
 from interlink_htcondor.service.gateway import Gateway, ScheddError
@@ -44,10 +44,20 @@ async def delete(state: PluginState, raw: Any) -> str:
     grace = _grace_seconds(raw)
     snap = state.snapshot.current
     ad = state.snapshot.lookup(snap, uid) if snap is not None else None
-    sandbox = state.store.sandbox_of(ref.namespace, ref.name, uid, ad)
     log.info("delete", extra={"pod": pod, "uid": uid})
+    if ad is not None and not same_pod(ad, ref.namespace, ref.name):
+        return _not_this_pod(pod, uid)
+    sandbox = state.store.sandbox_of(ref.namespace, ref.name, uid, ad)
     try:
-        removed = await state.gateway.remove_pod(uid, "pod deleted through interLink")
+        removed = await state.gateway.remove_pod(
+            uid, "pod deleted through interLink", namespace=ref.namespace, name=ref.name
+        )
+        # Nothing of this pod was removed: the UID may be another pod's (the snapshot
+        # may not show it yet), whose files must stay.
+        if not removed and any(
+            not same_pod(a, ref.namespace, ref.name) for a in await state.gateway.jobs_of(uid)
+        ):
+            return _not_this_pod(pod, uid)
     except ScheddError as e:
         raise HTTPError(503, f"cannot remove the job of pod {pod}: {e}") from None
     state.snapshot.note_deleted(uid)
@@ -62,16 +72,27 @@ async def delete(state: PluginState, raw: Any) -> str:
     if gone:
         await state.store.remove(uid, sandbox)
         return f"pod {pod} deleted\n"
-    state.spawn(_finish_delete(state, uid, sandbox), "finish delete")
+    state.spawn(_finish_delete(state, ref, sandbox), "finish delete")
     return f"pod {pod} is being deleted\n"
 
 
-async def _finish_delete(state: PluginState, uid: str, sandbox: Path | None) -> None:
+def _not_this_pod(pod: str, uid: str) -> str:
+    """A delete naming a pod whose UID belongs to another pod's job: 200 (the pod named
+    has no job, as for an already-gone pod) and nothing touched."""
+    log.warning(
+        "delete: the uid belongs to another pod; nothing deleted", extra={"pod": pod, "uid": uid}
+    )
+    return f"pod {pod} has no job here (uid {uid} belongs to another pod); nothing deleted\n"
+
+
+async def _finish_delete(state: PluginState, ref: PodRef, sandbox: Path | None) -> None:
     """The job outlived the grace period: force it out, then clean up."""
     gateway = state.gateway
+    uid = ref.uid
     if not await wait_gone(gateway, uid, FORCE_AFTER_SECONDS):
         for ad in await gateway.jobs_of(uid):
-            await gateway.remove_job(job_id(ad), "pod deleted; grace period over", force=True)
+            if same_pod(ad, ref.namespace, ref.name):
+                await gateway.remove_job(job_id(ad), "pod deleted; grace period over", force=True)
         await wait_gone(gateway, uid, MAX_WAIT_SECONDS)
     await state.store.remove(uid, sandbox)
 

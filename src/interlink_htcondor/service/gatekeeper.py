@@ -23,7 +23,16 @@ log = logging.getLogger("interlink_htcondor.server")
 SESSION_HEADER = "interlink-http-session"
 UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz"})
 ENDPOINTS = frozenset(
-    {"/create", "/status", "/getLogs", "/delete", "/healthz", "/readyz", "/metrics"}
+    {
+        "/create",
+        "/status",
+        "/getLogs",
+        "/delete",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    }
 )
 # Served often and uneventful: logged only when they fail.
 QUIET_ENDPOINTS = frozenset({"/status", "/metrics", "/healthz", "/readyz"})

@@ -1,8 +1,17 @@
 """The schedd gateway: the only module that talks to HTCondor (htcondor2 bindings).
 
-Every binding call blocks, so each runs in a bounded thread pool (``schedd.threads``) with
-a timeout and, where the call is safe to repeat, retries that locate the schedd again.
-The event loop never waits on the schedd directly.
+Every binding call blocks, and holds Python's GIL while it waits: so each runs in a worker
+process (``service.worker_pool``), never in the plugin's own threads. There are three
+lanes of workers, so that one kind of call stuck on the schedd never starves another:
+``probe`` (one worker: readiness probes), ``query`` and ``change`` (``schedd.workers``
+each: queries; submits and removals). Every call has a deadline (``schedd.timeout_seconds``,
+``schedd.probe_timeout_seconds``); a query past it is abandoned and its worker killed. Calls
+safe to repeat are retried on errors (not on timeouts), locating the schedd again. A
+circuit breaker (``service.breaker``) makes calls fail at once while the schedd does not
+answer, and closes again by itself when it does.
+
+Worker processes run the blocking ``_*_remote`` methods on a copy of the gateway built
+from the same settings (``_worker_setup``); the event loop never waits on the schedd.
 
 Submits that arrive together go to the schedd together: one transaction (one cluster, one
 proc per pod) instead of one per pod, which is what makes a burst of creates fast. That a
@@ -16,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -39,6 +48,15 @@ from interlink_htcondor.core.itemdata import (
 )
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
+from interlink_htcondor.service.breaker import Breaker, CircuitOpen, Contact
+from interlink_htcondor.service.worker_pool import (
+    CallTimeout,
+    PoolBusy,
+    RemoteError,
+    WorkerLost,
+    WorkerPool,
+    portable,
+)
 from interlink_htcondor.settings import ScheddSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +67,12 @@ Observer = Callable[[str, float, bool], None]  # (operation, seconds, ok)
 
 # At most this many pod UIDs in one ``member(...)`` constraint.
 UID_BATCH = 200
+# An open circuit lets one trial call through this often.
+BREAKER_RETRY_SECONDS = 2.0
+# How the bindings say a submit failed before reaching the schedd (safe to try again).
+_NOT_CONNECTED = "Failed to connect to schedd"
+# What a failed binding call raises: in a worker, or in the pipe to it.
+_CALL_ERRORS = (htcondor2.HTCondorException, RemoteError, WorkerLost, OSError, RuntimeError)
 _configured = False
 _config_lock = threading.Lock()
 
@@ -114,8 +138,9 @@ class Gateway(Protocol):
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
         """Submit one pod's job (its sandbox already written)."""
 
-    async def remove_pod(self, uid: str, reason: str) -> int:
-        """Remove every job of the pod; the number removed."""
+    async def remove_pod(self, uid: str, reason: str, *, namespace: str, name: str) -> int:
+        """Remove every job of the pod (matched by UID, namespace and name); the number
+        removed."""
 
     async def remove_job(self, jid: str, reason: str, *, force: bool = False) -> None:
         """Remove one job (``force``: at once, without its starter's cleanup)."""
@@ -123,8 +148,14 @@ class Gateway(Protocol):
     async def retrieve(self, jid: str) -> None:
         """Spool mode: bring a finished job's output back into its sandbox."""
 
+    async def start(self) -> None:
+        """Get ready for the first calls (the app starts it in the background)."""
+
+    def contact(self) -> Contact:
+        """What the gateway knows of the schedd now (its last successful call...)."""
+
     def close(self) -> None:
-        """Stop the gateway's threads."""
+        """Stop the gateway's workers."""
 
 
 def configure_htcondor(cfg: ScheddSettings) -> None:
@@ -191,18 +222,16 @@ class _Pending:
 
 class _Batcher:
     """Gathers the submits that arrive within ``window`` seconds (at most ``limit``) and
-    hands them to ``run`` (a blocking call in the gateway's pool) as one batch per set of
-    submit commands (a cluster's procs share one template)."""
+    hands them to ``run`` (one call in a worker process) as one batch per set of submit
+    commands (a cluster's procs share one template)."""
 
     def __init__(
         self,
-        run: Callable[[str, Callable[[], None]], Awaitable[None]],
-        work: Callable[[list[_Pending]], None],
+        run: Callable[[list[_Pending]], Awaitable[None]],
         window: float = 0.005,
         limit: int = 64,
     ) -> None:
         self._run = run
-        self._work = work
         self._window = window
         self._limit = limit
         self._queue: list[tuple[_Pending, asyncio.Future[Submitted]]] = []
@@ -237,7 +266,7 @@ class _Batcher:
     async def _one_batch(self, group: list[tuple[_Pending, asyncio.Future[Submitted]]]) -> None:
         items = [item for item, _ in group]
         try:
-            await self._run("submit", lambda: self._work(items))
+            await self._run(items)
         except _SubmitTimeout as e:
             for item, fut in group:
                 if not fut.done():
@@ -275,28 +304,60 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 
 
 class ScheddGateway:
-    """Async facade over the bindings for everything the plugin asks of HTCondor."""
+    """Async facade over the bindings for everything the plugin asks of HTCondor.
 
-    def __init__(self, settings: Settings, observer: Observer | None = None) -> None:
+    ``worker_side``: the copy a worker process builds (no lanes of its own; only its
+    blocking ``_*_remote`` methods are called).
+    """
+
+    def __init__(
+        self, settings: Settings, observer: Observer | None = None, *, worker_side: bool = False
+    ) -> None:
         self._settings = settings
         self._cfg = settings.schedd
         configure_htcondor(self._cfg)
-        self._pool = ThreadPoolExecutor(self._cfg.threads, thread_name_prefix="schedd")
         self._observer = observer
         self._location: Any = None
         self._location_lock = threading.Lock()
         self.instance = settings.policy.instance
         self.spool = settings.storage.mode == "spool"
         self.mine = f"{classad_attrs.PLUGIN} == {quote(self.instance)}"
-        self._batcher = _Batcher(self._submit_call, self._submit_batch)
+        if worker_side:
+            return
+        self._breaker = Breaker(retry_seconds=BREAKER_RETRY_SECONDS)
+
+        def lane(name: str, size: int) -> WorkerPool:
+            return WorkerPool(
+                f"schedd-{name}",
+                size,
+                preload=[__name__],
+                setup=_worker_setup,
+                setup_args=lambda: (settings, _condor_env()),
+            )
+
+        self._lanes = {
+            "probe": lane("probe", 1),
+            "query": lane("query", self._cfg.workers),
+            "change": lane("change", self._cfg.workers),
+        }
+        self._batcher = _Batcher(self._submit_items)
+
+    async def start(self) -> None:
+        """Start a worker of each lane ahead of the first calls."""
+        await asyncio.gather(*(pool.prestart() for pool in self._lanes.values()))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._lanes.values():
+            pool.close()
+
+    def contact(self) -> Contact:
+        return self._breaker.contact()
 
     # ------------------------------------------------------------------ plumbing
 
     def _schedd(self) -> Any:
-        """The schedd, located through the collector once and again after failures."""
+        """The schedd, located through the collector once and again after failures
+        (blocking: worker processes only)."""
         with self._location_lock:
             if self._location is None:
                 coll = htcondor2.Collector(self._cfg.collector or None)
@@ -308,88 +369,108 @@ class ScheddGateway:
         with self._location_lock:
             self._location = None
 
-    async def _call(self, op: str, fn: Callable[[], T], *, retry: bool = True) -> T:
-        """Run a blocking binding call in the pool, with timeout and retries."""
-        loop = asyncio.get_running_loop()
+    async def _call(
+        self,
+        op: str,
+        method: str,
+        *args: Any,
+        lane: str = "query",
+        retry: bool = True,
+        probe: bool = False,
+    ) -> Any:
+        """Run the blocking method ``method(*args)`` in a worker of ``lane``, within the
+        deadline, retried on errors (never on a timeout: the schedd hangs). ``probe``: a
+        readiness probe, tried even while the circuit is open."""
+        timeout = self._cfg.probe_timeout_seconds if probe else self._cfg.timeout_seconds
         attempts = 1 + (self._cfg.retries if retry else 0)
-        last: BaseException | None = None
         for attempt in range(attempts):
+            trial = False
+            if not probe:
+                try:
+                    trial = self._breaker.admit()
+                except CircuitOpen as e:
+                    self._observe(op, 0.0, False)
+                    raise ScheddError(f"schedd {op} not tried: {e}") from None
             t0 = time.perf_counter()
+            token = self._breaker.begin()
             try:
-                result = await asyncio.wait_for(
-                    loop.run_in_executor(self._pool, fn), self._cfg.timeout_seconds
+                result = await self._lanes[lane].run(
+                    _invoke, method, *args, timeout=timeout, retire_on_error=True
                 )
-            except (htcondor2.HTCondorException, OSError, TimeoutError, RuntimeError) as e:
+            except CallTimeout:
                 self._observe(op, time.perf_counter() - t0, False)
-                last = e
-                self._forget_location()
+                self._breaker.failed(f"{op} timed out after {timeout:g} s", hung=True)
+                raise ScheddError(f"schedd {op} failed: timed out") from None
+            except PoolBusy as e:
+                self._observe(op, time.perf_counter() - t0, False)
+                if trial:
+                    self._breaker.abandoned()
+                raise ScheddError(f"schedd {op} not tried: {e}") from None
+            except _CALL_ERRORS as e:
+                self._observe(op, time.perf_counter() - t0, False)
+                what = str(e) or type(e).__name__
+                self._breaker.failed(f"{op}: {what}", hung=False)
                 if attempt + 1 < attempts:
                     await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
-                continue
+                    continue
+                raise ScheddError(f"schedd {op} failed: {what}") from e
+            except BaseException:
+                if trial:
+                    self._breaker.abandoned()
+                raise
+            finally:
+                self._breaker.end(token)
             self._observe(op, time.perf_counter() - t0, True)
+            self._breaker.succeeded()
             return result
-        what = "timed out" if isinstance(last, TimeoutError) else str(last) or type(last).__name__
-        raise ScheddError(f"schedd {op} failed: {what}") from last
-
-    async def _submit_call(self, op: str, fn: Callable[[], None]) -> None:
-        """Like ``_call`` but never retried, and a timeout says the submit is in doubt:
-        the binding call goes on in its thread and may still queue the jobs."""
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        work = asyncio.ensure_future(loop.run_in_executor(self._pool, fn))
-        try:
-            await asyncio.wait_for(asyncio.shield(work), self._cfg.timeout_seconds)
-        except TimeoutError:
-            self._observe(op, time.perf_counter() - t0, False)
-            self._forget_location()
-            work.add_done_callback(_retrieve)
-            raise _SubmitTimeout(f"schedd {op} timed out; it may still happen", work) from None
-        except (htcondor2.HTCondorException, OSError, RuntimeError) as e:
-            self._observe(op, time.perf_counter() - t0, False)
-            self._forget_location()
-            raise ScheddError(f"schedd {op} failed: {e or type(e).__name__}") from e
-        self._observe(op, time.perf_counter() - t0, True)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _observe(self, op: str, seconds: float, ok: bool) -> None:
         if self._observer is not None:
             self._observer(op, seconds, ok)
 
-    def _uid_constraint(self, uids: Sequence[str]) -> str:
+    def _uid_constraint(
+        self, uids: Sequence[str], *, namespace: str | None = None, name: str | None = None
+    ) -> str:
         if len(uids) == 1:
-            return f"{classad_attrs.POD_UID} == {quote(uids[0])} && {self.mine}"
-        members = ", ".join(quote(u) for u in uids)
-        return f"member({classad_attrs.POD_UID}, {{{members}}}) && {self.mine}"
+            c = f"{classad_attrs.POD_UID} == {quote(uids[0])} && {self.mine}"
+        else:
+            members = ", ".join(quote(u) for u in uids)
+            c = f"member({classad_attrs.POD_UID}, {{{members}}}) && {self.mine}"
+        if namespace is not None:
+            c += f" && {classad_attrs.POD_NAMESPACE} == {quote(namespace)}"
+        if name is not None:
+            c += f" && {classad_attrs.POD_NAME} == {quote(name)}"
+        return c
 
     # ------------------------------------------------------------------ queries
 
     async def ping(self) -> None:
-        """Raise ScheddError unless the schedd answers a (trivial) query."""
+        """Raise ScheddError unless the schedd answers a (trivial) query in time."""
+        await self._call("ping", "_ping_remote", lane="probe", retry=False, probe=True)
 
-        def run() -> None:
-            self._schedd().query(constraint="false", projection=["ClusterId"], limit=1)
+    def _ping_remote(self) -> None:
+        self._schedd().query(constraint="false", projection=["ClusterId"], limit=1)
 
-        await self._call("ping", run, retry=False)
+    def _query_remote(self, constraint: str, projection: list[str]) -> list[Ad]:
+        return [
+            plain(a) for a in self._schedd().query(constraint=constraint, projection=projection)
+        ]
+
+    def _history_remote(self, constraint: str, projection: list[str], match: int) -> list[Ad]:
+        ads = self._schedd().history(constraint=constraint, projection=projection, match=match)
+        return [{**plain(a), FROM_HISTORY: True} for a in ads]
 
     async def query_jobs(self) -> list[Ad]:
         """All of this plugin's jobs in the queue: one query, projected."""
-        projection = list(PROJECTION)
-
-        def run() -> list[Ad]:
-            ads = self._schedd().query(constraint=self.mine, projection=projection)
-            return [plain(a) for a in ads]
-
-        return await self._call("query", run)
+        ads: list[Ad] = await self._call("query", "_query_remote", self.mine, list(PROJECTION))
+        return ads
 
     async def jobs_of(self, uid: str) -> list[Ad]:
         """The queued jobs of one pod (normally zero or one)."""
-        projection = list(PROJECTION)
         constraint = self._uid_constraint([uid])
-
-        def run() -> list[Ad]:
-            ads = self._schedd().query(constraint=constraint, projection=projection)
-            return [plain(a) for a in ads]
-
-        return await self._call("query_pod", run)
+        ads: list[Ad] = await self._call("query_pod", "_query_remote", constraint, list(PROJECTION))
+        return ads
 
     async def find_jobs(self, uids: Sequence[str]) -> dict[str, Ad]:
         """Jobs of these pods, from the queue or else the history (newest first)."""
@@ -397,36 +478,31 @@ class ScheddGateway:
         projection = list(PROJECTION)
         for i in range(0, len(uids), UID_BATCH):
             batch = list(uids[i : i + UID_BATCH])
-            constraint = self._uid_constraint(batch)
-
-            def queue(c: str = constraint) -> list[Ad]:
-                return [plain(a) for a in self._schedd().query(constraint=c, projection=projection)]
-
-            for ad in await self._call("query_missing", queue):
+            queued = await self._call(
+                "query_missing", "_query_remote", self._uid_constraint(batch), projection
+            )
+            for ad in queued:
                 found.setdefault(str(ad.get(classad_attrs.POD_UID)), ad)
             rest = [u for u in batch if u not in found]
             if not rest:
                 continue
-            hconstraint = self._uid_constraint(rest)
-
-            def history(c: str = hconstraint, n: int = len(rest)) -> list[Ad]:
-                ads = self._schedd().history(constraint=c, projection=projection, match=n * 4)
-                return [{**plain(a), FROM_HISTORY: True} for a in ads]
-
-            for ad in await self._call("history", history):
+            past = await self._call(
+                "history", "_history_remote", self._uid_constraint(rest), projection, len(rest) * 4
+            )
+            for ad in past:
                 found.setdefault(str(ad.get(classad_attrs.POD_UID)), ad)
         return found
 
     async def capacity(self) -> Capacity:
         """What the pool's execute slots offer, summed over the collector's slot ads."""
+        cap: Capacity = await self._call("collector", "_capacity_remote")
+        return cap
+
+    def _capacity_remote(self) -> Capacity:
         projection = [*_RESOURCES, *(f"TotalSlot{r}" for r in _RESOURCES), "SlotType"]
-
-        def run() -> Capacity:
-            coll = htcondor2.Collector(self._cfg.collector or None)
-            ads = coll.query(htcondor2.AdType.Startd, projection=projection)
-            return capacity_of([plain(ad) for ad in ads])
-
-        return await self._call("collector", run)
+        coll = htcondor2.Collector(self._cfg.collector or None)
+        ads = coll.query(htcondor2.AdType.Startd, projection=projection)
+        return capacity_of([plain(ad) for ad in ads])
 
     # ------------------------------------------------------------------ submit
 
@@ -439,6 +515,93 @@ class ScheddGateway:
         commands = self.submit_commands(plan, sandbox)
         check_commands(commands)
         return await self._batcher.submit(_Pending(plan, sandbox, commands))
+
+    async def _submit_items(self, items: list[_Pending]) -> None:
+        """Submit a batch in a worker of the ``change`` lane; sets each item's outcome.
+        Past the deadline the call goes on (the schedd may still queue the jobs):
+        ``_SubmitTimeout`` carries its eventual outcome."""
+        try:
+            trial = self._breaker.admit()
+        except CircuitOpen as e:
+            self._observe("submit", 0.0, False)
+            raise ScheddError(f"schedd submit not tried: {e}") from None
+        # The files are on disk already: the worker needs only the identity and commands.
+        light = [
+            _Pending(dataclasses.replace(i.plan, files=()), i.sandbox, i.commands) for i in items
+        ]
+        timeout = self._cfg.timeout_seconds
+        t0 = time.perf_counter()
+        token = self._breaker.begin()
+        try:
+            try:
+                outcomes = await self._lanes["change"].run(
+                    _invoke,
+                    "_submit_remote",
+                    light,
+                    timeout=timeout,
+                    on_timeout="keep",
+                    retire_on_error=True,
+                )
+            except _CALL_ERRORS as e:
+                if not str(e).startswith(_NOT_CONNECTED):
+                    raise
+                # Nothing reached the schedd (a security session it no longer knows, after
+                # a restart): once more, from a new worker.
+                self._observe("submit", time.perf_counter() - t0, False)
+                t0 = time.perf_counter()
+                outcomes = await self._lanes["change"].run(
+                    _invoke,
+                    "_submit_remote",
+                    light,
+                    timeout=timeout,
+                    on_timeout="keep",
+                    retire_on_error=True,
+                )
+        except CallTimeout as e:
+            self._observe("submit", time.perf_counter() - t0, False)
+            self._breaker.failed(f"submit timed out after {timeout:g} s", hung=True)
+            assert e.outcome is not None
+            # Still waiting for the schedd until the call really ends.
+            e.outcome.add_done_callback(lambda _: self._breaker.end(token))
+            token = 0
+            work = asyncio.ensure_future(self._late_submit(e.outcome, items))
+            work.add_done_callback(_retrieve)
+            raise _SubmitTimeout("schedd submit timed out; it may still happen", work) from None
+        except PoolBusy as e:  # nothing was sent: not in doubt
+            self._observe("submit", time.perf_counter() - t0, False)
+            if trial:
+                self._breaker.abandoned()
+            raise ScheddError(f"schedd submit not tried: {e}") from None
+        except _CALL_ERRORS as e:
+            self._observe("submit", time.perf_counter() - t0, False)
+            what = str(e) or type(e).__name__
+            self._breaker.failed(f"submit: {what}", hung=False)
+            raise ScheddError(f"schedd submit failed: {what}") from e
+        except BaseException:
+            if trial:
+                self._breaker.abandoned()
+            raise
+        finally:
+            if token:
+                self._breaker.end(token)
+        self._observe("submit", time.perf_counter() - t0, True)
+        self._breaker.succeeded()
+        _apply(items, outcomes)
+
+    async def _late_submit(self, outcome: asyncio.Future[Any], items: list[_Pending]) -> None:
+        try:
+            outcomes = await outcome
+        except _CALL_ERRORS as e:
+            raise ScheddError(f"schedd submit failed: {e or type(e).__name__}") from e
+        self._breaker.succeeded()
+        _apply(items, outcomes)
+
+    def _submit_remote(
+        self, pending: list[_Pending]
+    ) -> list[tuple[Submitted | None, BaseException | None]]:
+        """In a worker: ``_submit_batch``, and each item's outcome to send back."""
+        self._submit_batch(pending)
+        return [(i.result, None if i.error is None else portable(i.error)) for i in pending]
 
     def _submit_batch(self, pending: list[_Pending]) -> None:
         """Blocking: submit the pods as one cluster (one transaction) and set each one's
@@ -513,27 +676,67 @@ class ScheddGateway:
 
     # ------------------------------------------------------------------ remove
 
-    async def remove_pod(self, uid: str, reason: str) -> int:
-        """Remove every job of the pod (SIGTERM first: the wrapper runs preStop hooks)."""
-        constraint = self._uid_constraint([uid])
-
-        def run() -> int:
-            result = self._schedd().act(htcondor2.JobAction.Remove, constraint, _reason(reason))
-            return _num(plain(result).get("TotalSuccess"))
-
-        return await self._call("remove", run)
+    async def remove_pod(self, uid: str, reason: str, *, namespace: str, name: str) -> int:
+        """Remove every job of the pod (SIGTERM first: the wrapper runs preStop hooks).
+        Only a job recording the same namespace and name as well as the UID matches."""
+        constraint = self._uid_constraint([uid], namespace=namespace, name=name)
+        removed: int = await self._call(
+            "remove", "_act_remote", "Remove", constraint, reason, lane="change"
+        )
+        return removed
 
     async def remove_job(self, jid: str, reason: str, *, force: bool = False) -> None:
-        action = htcondor2.JobAction.RemoveX if force else htcondor2.JobAction.Remove
+        action = "RemoveX" if force else "Remove"
+        await self._call("remove", "_act_remote", action, [jid], reason, lane="change")
 
-        def run() -> None:
-            self._schedd().act(action, [jid], _reason(reason))
-
-        await self._call("remove", run)
+    def _act_remote(self, action: str, jobs: str | list[str], reason: str) -> int:
+        result = self._schedd().act(getattr(htcondor2.JobAction, action), jobs, _reason(reason))
+        return _num(plain(result).get("TotalSuccess"))
 
     async def retrieve(self, jid: str) -> None:
         """Spool mode: bring a finished job's output back into its sandbox."""
-        await self._call("retrieve", lambda: self._schedd().retrieve(jid))
+        await self._call("retrieve", "_retrieve_remote", jid, lane="change")
+
+    def _retrieve_remote(self, jid: str) -> None:
+        self._schedd().retrieve(jid)
+
+
+# ---------------------------------------------------------------------- worker processes
+
+# The gateway a worker process runs its calls on (built by ``_worker_setup``).
+_WORKER_GATEWAY: ScheddGateway | None = None
+
+
+def _condor_env() -> dict[str, str]:
+    """This process's HTCondor configuration, to hand to a new worker."""
+    return {k: v for k, v in os.environ.items() if k.startswith("_CONDOR_") or k == "CONDOR_CONFIG"}
+
+
+def _worker_setup(settings: Settings, condor_env: dict[str, str]) -> None:
+    """In a new worker: the parent's HTCondor configuration, and the gateway copy."""
+    global _WORKER_GATEWAY
+    for key in list(_condor_env()):
+        del os.environ[key]
+    os.environ.update(condor_env)
+    htcondor2.reload_config()
+    _WORKER_GATEWAY = ScheddGateway(settings, worker_side=True)
+
+
+def _invoke(method: str, *args: Any) -> Any:
+    """In a worker: one blocking call; a failure makes the next one locate the schedd."""
+    gw = _WORKER_GATEWAY
+    assert gw is not None, "worker not set up"
+    try:
+        return getattr(gw, method)(*args)
+    except BaseException:
+        gw._forget_location()
+        raise
+
+
+def _apply(items: list[_Pending], outcomes: list[tuple[Submitted | None, Any]]) -> None:
+    for item, (result, error) in zip(items, outcomes, strict=True):
+        item.result = result
+        item.error = error
 
 
 def _reason(text: str) -> tuple[str, int]:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from interlink_htcondor.core import classad_attrs, jobspec, models
+from interlink_htcondor.core.classad_attrs import same_pod
 from interlink_htcondor.core.container_logs import (
     LogOptionError,
     LogOptions,
@@ -56,6 +57,8 @@ async def get_logs(state: PluginState, raw: Any) -> Response:
         raise HTTPError(400, f"invalid log options: {e}") from None
     pod = f"{req.namespace}/{req.pod_name}"
     ad = await _find_job(state, req.pod_uid)
+    if ad is not None and not same_pod(ad, req.namespace, req.pod_name):
+        ad = None  # the UID is another pod's
     if ad is None:
         raise HTTPError(404, f"pod {pod} (uid {req.pod_uid}) is not known to this plugin")
     names = _split(ad.get(classad_attrs.INIT_CONTAINERS)) + _split(ad.get(classad_attrs.CONTAINERS))

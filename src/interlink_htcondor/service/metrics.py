@@ -6,10 +6,13 @@ process without clashing.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from interlink_htcondor.core.pod_status import STATE_NAMES
+from interlink_htcondor.service.breaker import Contact
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -56,6 +59,22 @@ class Metrics:
             "Unix time of the last successful job snapshot.",
             registry=self.registry,
         )
+        self.last_contact = Gauge(
+            "interlink_htcondor_schedd_last_contact_timestamp_seconds",
+            "Unix time of the last schedd call that succeeded.",
+            registry=self.registry,
+        )
+        self.circuit_open = Gauge(
+            "interlink_htcondor_schedd_circuit_open",
+            "1 while schedd calls fail at once because the schedd does not answer.",
+            registry=self.registry,
+        )
+
+    def set_contact(self, contact: Contact) -> None:
+        """What the gateway knows of the schedd (read from memory, never from the schedd)."""
+        if contact.last_ok is not None:
+            self.last_contact.set(time.time() - (time.monotonic() - contact.last_ok))
+        self.circuit_open.set(1 if contact.open else 0)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(code)).inc()

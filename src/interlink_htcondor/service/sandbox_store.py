@@ -51,7 +51,8 @@ class PodClaim:
     ``cut_short`` says a submit was under way when its process stopped (only the schedd
     knows whether it happened)."""
 
-    def __init__(self, fd: int, lock: asyncio.Lock, marker: str) -> None:
+    def __init__(self, uid: str, fd: int, lock: asyncio.Lock, marker: str) -> None:
+        self.uid = uid
         self._fd: int | None = fd
         self._lock = lock
         # A marker write in a thread and ``release`` on the loop never overlap (no write
@@ -137,17 +138,38 @@ class SandboxStore:
             # Cancelled while the thread waits for the flock: close the file once it has it.
             opening.add_done_callback(_close_opened)
             raise
-        return PodClaim(fd, lock, marker)
+        return PodClaim(uid, fd, lock, marker)
 
     def _open_locked(self, uid: str) -> tuple[int, str]:
         self.lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.lock_dir / _safe_name(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return fd, _read_marker(fd)
-        except BaseException:
-            os.close(fd)
-            raise
+        while True:
+            path = self.lock_dir / _safe_name(uid)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_nlink == 0:
+                    # Its holder deleted it (a failed create, a delete): lock the new one.
+                    os.close(fd)
+                    continue
+                return fd, _read_marker(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+
+    async def discard(self, claim: PodClaim, sandbox: Path) -> None:
+        """A create failed for sure: delete its sandbox and its lock file (still held, so
+        no other create of the pod sees either half-way)."""
+
+        def run() -> None:
+            try:
+                _rmtree(sandbox, self.root)
+            except OSError as e:  # not a directory of ours (in the way): left for the admin
+                log.warning("cannot delete %s: %s", sandbox, e.strerror)
+            with contextlib.suppress(FileNotFoundError):
+                (self.lock_dir / _safe_name(claim.uid)).unlink()
+            claim.marker = ""
+
+        await asyncio.to_thread(run)
 
     def write(self, plan: JobPlan, sandbox: Path) -> None:
         """Write the plan's files with their modes (blocking); nothing may land outside

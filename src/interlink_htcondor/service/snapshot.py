@@ -80,6 +80,9 @@ class JobSnapshot:
     ``fetch`` runs the one schedd query. ``serve_stale_seconds`` (default: one interval)
     is how much older than the interval a snapshot is still served while its successor is
     queried; ``max_stale_seconds`` bounds how long one is served while the schedd fails.
+    ``wait_seconds`` bounds how long a caller waits for a query in flight: past it the
+    last snapshot is served however old (within ``max_stale_seconds``), so a schedd that
+    hangs never holds /status for longer.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class JobSnapshot:
         *,
         max_stale_seconds: float = 30.0,
         serve_stale_seconds: float | None = None,
+        wait_seconds: float | None = None,
         on_refresh: Callable[[Snapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,10 +100,12 @@ class JobSnapshot:
         self._refresh = refresh_seconds
         self._max_stale = max_stale_seconds
         self._serve_stale = refresh_seconds if serve_stale_seconds is None else serve_stale_seconds
+        self._wait = wait_seconds
         self._on_refresh = on_refresh
         self._clock = clock
         self._current: Snapshot | None = None
         self._inflight: asyncio.Future[Snapshot] | None = None
+        self._inflight_since = 0.0
         self._last_failure: tuple[float, BaseException] | None = None
         # Jobs submitted by this process and not yet seen by a query: uid -> (time, ad).
         self._pending: dict[str, tuple[float, Ad]] = {}
@@ -108,6 +114,10 @@ class JobSnapshot:
     @property
     def current(self) -> Snapshot | None:
         return self._current
+
+    def age(self, snap: Snapshot) -> float:
+        """Seconds since ``snap``'s query answered."""
+        return self._clock() - snap.finished
 
     async def get(self) -> Snapshot:
         """A snapshot no older than the refresh interval, one query for all callers.
@@ -128,10 +138,21 @@ class JobSnapshot:
                 return self._stale_or_raise(now, failure[1])
             self._inflight = asyncio.ensure_future(self._do_refresh())
             self._inflight.add_done_callback(_retrieve)
+            self._inflight_since = now
         if cur is not None and age < self._refresh + self._serve_stale:
             return cur
+        inflight = self._inflight
         try:
-            return await asyncio.shield(self._inflight)
+            if self._wait is None:
+                return await asyncio.shield(inflight)
+            # The wait counts from the query's start: once it is overdue, nobody waits.
+            left = self._inflight_since + self._wait - now
+            return await asyncio.wait_for(asyncio.shield(inflight), max(0.0, left))
+        except TimeoutError:
+            late = TimeoutError(
+                f"no answer to the job query for {self._clock() - self._inflight_since:.0f} s"
+            )
+            return self._stale_or_raise(self._clock(), late)
         except Exception as e:
             return self._stale_or_raise(self._clock(), e)
 

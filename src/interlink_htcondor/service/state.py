@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from interlink_htcondor.core.classad_attrs import ReportedState, job_id
 from interlink_htcondor.core.pod_status import COMPLETED
+from interlink_htcondor.service.breaker import Contact
 from interlink_htcondor.service.gateway import Capacity, Gateway, ScheddError
 from interlink_htcondor.service.metrics import Metrics
 from interlink_htcondor.service.sandbox_store import SandboxStore
@@ -28,7 +29,10 @@ T = TypeVar("T")
 # Entries kept at most in each of the per-job caches below; past that a cache starts
 # over, which costs at worst one more read or schedd call per job.
 CACHE_LIMIT = 10_000
-READY_CACHE_SECONDS = 5.0
+# A schedd contact younger than this needs no probe to vouch for the schedd.
+PROBE_AFTER_SECONDS = 2.0
+# A call waiting this long for the schedd casts doubt on it: a probe decides.
+STUCK_AFTER_SECONDS = 0.5
 
 
 @dataclass
@@ -47,8 +51,8 @@ class PluginState:
     metrics: Metrics
     snapshot: JobSnapshot = field(init=False)
     missing: MissingJobResolver = field(init=False)
-    # Readiness (schedd reachable), cached a few seconds: probes and pings share it.
-    ready_cache: Cached[tuple[bool, str]] | None = None
+    # The readiness probe in flight (one at a time), and the outcome of the last one.
+    probe_task: asyncio.Future[tuple[bool, str]] | None = None
     # Slot sizes from the collector: the ping reports them, /status diagnoses with them.
     capacity_cache: Cached[Capacity] | None = None
     capacity_refreshing: bool = False
@@ -61,11 +65,12 @@ class PluginState:
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        refresh = self.settings.schedd.status_refresh_seconds
+        cfg = self.settings.schedd
         self.snapshot = JobSnapshot(
             self.gateway.query_jobs,
-            refresh,
-            max_stale_seconds=max(30.0, 10 * refresh),
+            cfg.status_refresh_seconds,
+            max_stale_seconds=cfg.max_stale_seconds,
+            wait_seconds=cfg.status_wait_seconds,
             on_refresh=self._on_refresh,
         )
         self.missing = MissingJobResolver(self.gateway.find_jobs)
@@ -91,19 +96,53 @@ class PluginState:
             t.cancel()
         self.gateway.close()
 
-    async def ready(self) -> tuple[bool, str]:
-        """Whether the schedd answers, and why not (cached ``READY_CACHE_SECONDS``)."""
-        now = time.monotonic()
-        cached = self.ready_cache
-        if cached is not None and now - cached.at < READY_CACHE_SECONDS:
-            return cached.value
+    async def ready(self, wait: float) -> tuple[bool, str]:
+        """Readiness: whether a schedd call succeeded within ``unready_after_seconds``.
+
+        Never waits for the schedd longer than ``wait``: a probe is started when the last
+        contact is a little old, and its outcome counts if it comes in time.
+        """
+        contact = self.gateway.contact()
+        if not _fresh(contact):
+            await self._probe(wait)
+            contact = self.gateway.contact()
+        age = contact.age(time.monotonic())
+        limit = self.settings.schedd.unready_after_seconds
+        if age is None:
+            return False, f"the schedd has not answered yet{_last_error(contact)}"
+        if age > limit:
+            return False, f"no schedd call has succeeded for {age:.0f} s{_last_error(contact)}"
+        return True, f"last schedd contact {age:.1f} s ago"
+
+    async def pool_up(self, wait: float) -> tuple[bool, str]:
+        """Whether the schedd answers now (interLink's ping): false at once while calls
+        fail or time out, and when a probe gets no answer within ``wait``."""
+        contact = self.gateway.contact()
+        if contact.open:
+            return False, f"the schedd does not answer ({contact.error})"
+        if _fresh(contact):
+            return True, "schedd reachable"
+        outcome = await self._probe(wait)
+        if outcome is None:
+            return False, f"the schedd has not answered a probe within {wait:g} s"
+        return outcome
+
+    async def _probe(self, wait: float) -> tuple[bool, str] | None:
+        """Probe the schedd (one probe at a time): its outcome, None if not in ``wait``."""
+        if self.probe_task is None:
+            self.probe_task = asyncio.ensure_future(self._run_probe())
+        task = self.probe_task
+        done, _ = await asyncio.wait([task], timeout=wait)
+        return task.result() if done else None
+
+    async def _run_probe(self) -> tuple[bool, str]:
         try:
             await self.gateway.ping()
-            value = (True, "schedd reachable")
+            return True, "schedd reachable"
         except ScheddError as e:
-            value = (False, str(e))
-        self.ready_cache = Cached(now, value)
-        return value
+            return False, str(e)
+        finally:
+            self.probe_task = None
 
     async def refresh_capacity(self) -> Capacity:
         capacity = await self.gateway.capacity()
@@ -124,3 +163,20 @@ class PluginState:
         if len(self.retrieved) > CACHE_LIMIT:
             self.retrieved.clear()  # at worst an output is retrieved again
         self.retrieved.add(jid)
+
+
+def _fresh(contact: Contact) -> bool:
+    """The last call succeeded, recently, and no call has been waiting long since."""
+    now = time.monotonic()
+    age = contact.age(now)
+    waiting = contact.waiting_since
+    return (
+        age is not None
+        and age < PROBE_AFTER_SECONDS
+        and contact.failing_since is None
+        and (waiting is None or now - waiting < STUCK_AFTER_SECONDS)
+    )
+
+
+def _last_error(contact: Contact) -> str:
+    return f" (last error: {contact.error})" if contact.error else ""

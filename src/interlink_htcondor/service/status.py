@@ -3,7 +3,8 @@
 The virtual kubelet asks about one pod per call, many times a second: every call is
 answered from one snapshot of the plugin's jobs (``service.snapshot``), never one schedd
 query per call. Pods gone from the queue are looked up in the history in batches. One pod
-that cannot be mapped is left out; it never fails the others.
+that cannot be mapped is left out; it never fails the others. A pod is matched by its
+namespace and name as well as its UID: a pod naming another pod's UID is unknown here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from interlink_htcondor.core.classad_attrs import ReportedState, job_id
+from interlink_htcondor.core.classad_attrs import ReportedState, job_id, same_pod
 from interlink_htcondor.core.models import PodRef
 from interlink_htcondor.core.pod_status import (
     COMPLETED,
@@ -61,8 +62,11 @@ async def status(state: PluginState, raw: Any) -> list[dict[str, Any]]:
     now = time.time()
     out: list[dict[str, Any]] = []
     for pod in pods:
+        ad = ads.get(pod.uid)
+        if ad is not None and not same_pod(ad, pod.namespace, pod.name):
+            continue  # the UID is another pod's: this pod is unknown here
         try:
-            result = await _status_of(state, pod, ads.get(pod.uid), now)
+            result = await _status_of(state, pod, ad, now)
         except Exception:
             log.exception("status mapping failed", extra={"uid": pod.uid})
             continue

@@ -1,0 +1,135 @@
+"""The worker processes that run blocking calls (``service.worker_pool``): deadlines that
+free the worker, calls that go on past their deadline, no unbounded queue behind stuck
+workers, and errors that come back across the process boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from interlink_htcondor.service.worker_pool import (
+    CallTimeout,
+    PoolBusy,
+    RemoteError,
+    WorkerLost,
+    WorkerPool,
+)
+
+
+class Unpicklable(Exception):
+    def __init__(self, message: str, handle: object) -> None:
+        super().__init__(message)
+        self.handle = handle
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable("from the binding", lambda: None)
+
+
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@pytest.fixture
+def pool() -> Iterator[WorkerPool]:
+    p = WorkerPool("test", 2, max_waiting=1)
+    yield p
+    p.close()
+
+
+def test_calls_run_in_other_processes_and_errors_come_back(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        pid = await pool.run(sleep_then_pid, 0, timeout=30)
+        assert pid != os.getpid()
+        with pytest.raises(ZeroDivisionError):
+            await pool.run(divmod, 1, 0, timeout=30)
+        with pytest.raises(RemoteError, match="from the binding") as e:
+            await pool.run(raise_unpicklable, timeout=30)
+        assert e.value.type_name == "Unpicklable"
+        assert await pool.run(sleep_then_pid, 0, timeout=30) == pid  # the worker is reused
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_call_frees_its_worker_at_its_deadline(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        stuck = await pool.run(sleep_then_pid, 0, timeout=30)
+        t0 = time.monotonic()
+        with pytest.raises(CallTimeout):
+            await pool.run(sleep_then_pid, 600, timeout=0.3)
+        assert time.monotonic() - t0 < 5
+        # Both slots are usable again at once: two calls in parallel, by new workers.
+        pids = await asyncio.gather(*(pool.run(sleep_then_pid, 0.2, timeout=30) for _ in "ab"))
+        assert len(set(pids)) == 2
+        assert pool.busy == 0
+        del stuck
+
+    asyncio.run(scenario())
+
+
+def test_a_kept_call_ends_later_with_its_outcome(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        with pytest.raises(CallTimeout) as e:
+            await pool.run(sleep_then_pid, 1.0, timeout=0.2, on_timeout="keep")
+        assert e.value.outcome is not None
+        assert isinstance(await asyncio.wait_for(e.value.outcome, 30), int)
+
+    asyncio.run(scenario())
+
+
+def test_no_unbounded_queue_behind_stuck_workers(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        # Both workers stuck, one call waiting (max_waiting=1): the next fails at once.
+        stuck = [
+            asyncio.ensure_future(pool.run(sleep_then_pid, 5, timeout=2, on_timeout="kill"))
+            for _ in range(2)
+        ]
+        while pool.busy < 2:
+            await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(pool.run(sleep_then_pid, 0, timeout=30))
+        await asyncio.sleep(0)
+        t0 = time.monotonic()
+        with pytest.raises(PoolBusy, match="busy"):
+            await pool.run(sleep_then_pid, 0, timeout=30)
+        assert time.monotonic() - t0 < 1
+        # The waiting call gets a worker as soon as the stuck ones are killed.
+        assert isinstance(await asyncio.wait_for(waiting, 30), int)
+        for s in stuck:
+            with pytest.raises(CallTimeout):
+                await s
+
+    asyncio.run(scenario())
+
+
+def test_a_wait_for_a_worker_counts_in_the_deadline() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("one", 1)
+        try:
+            busy = asyncio.ensure_future(pool.run(sleep_then_pid, 3, timeout=30))
+            while pool.busy < 1:
+                await asyncio.sleep(0.01)
+            t0 = time.monotonic()
+            with pytest.raises(PoolBusy, match="stayed busy"):
+                await pool.run(sleep_then_pid, 0, timeout=0.3)
+            assert time.monotonic() - t0 < 2
+            await busy
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_worker_that_dies_is_replaced(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        pid = await pool.run(sleep_then_pid, 0, timeout=30)
+        with pytest.raises(WorkerLost):
+            await pool.run(os.kill, pid, signal.SIGKILL, timeout=30)
+        assert await pool.run(sleep_then_pid, 0, timeout=30) != pid
+
+    asyncio.run(scenario())
