@@ -16,8 +16,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from interlink_htcondor.cli import COMMANDS, main
 from interlink_htcondor.core import models
-from interlink_htcondor.devcluster import build, components, configs, gomod, kubeconfig, pki, rbac
+from interlink_htcondor.devcluster import (
+    build,
+    cluster,
+    components,
+    configs,
+    gomod,
+    kubeconfig,
+    pki,
+    rbac,
+    selection,
+)
 from interlink_htcondor.devcluster import config as cconfig
+from interlink_htcondor.devcluster.errors import ClusterError
+from interlink_htcondor.devcluster.state import ClusterPaths
 from interlink_htcondor.devcluster.versions import staging_version
 
 # The shape of k8s.io/kubernetes' go.mod (made up, with the directives that matter).
@@ -344,6 +356,77 @@ def test_ports_are_distinct_and_clear_of_the_pool_and_nodeports() -> None:
     assert len(set(ports)) == len(ports)
     assert 9618 not in ports
     assert not any(30000 <= p <= 32767 for p in ports)
+
+
+def test_without_selection_the_default_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INTERLINK_HTCONDOR_POOL_DIR", str(tmp_path))
+    paths, ports = selection.selected({})
+    assert paths == ClusterPaths(tmp_path / "cluster")
+    assert ports == cconfig.PORTS
+    # The default cluster's directory named explicitly is still the default cluster.
+    env = {selection.CLUSTER_DIR_ENV: str(tmp_path / "cluster")}
+    assert selection.selected(env) == (paths, cconfig.PORTS)
+    assert cluster.plugin_instance(paths) == "devcluster"
+
+
+def test_a_private_cluster_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INTERLINK_HTCONDOR_POOL_DIR", str(tmp_path))
+    monkeypatch.setenv(selection.CLUSTER_DIR_ENV, "/srv/mine")
+    monkeypatch.setenv(selection.PORT_OFFSET_ENV, " 4000 ")
+    paths = selection.default_paths()
+    # Its own state; the default cluster's builds.
+    assert paths.root == Path("/srv/mine")
+    assert paths.bin == tmp_path / "cluster" / "bin"
+    assert paths.bin_dir("etcd", "1") == tmp_path / "cluster" / "bin" / "etcd-1"
+    assert paths.pki == Path("/srv/mine/pki")
+    ports = selection.default_ports()
+    assert ports.all() == {k: v + 4000 for k, v in cconfig.PORTS.all().items()}
+    assert ports.apiserver == 20443
+    # Its plugin's jobs are told apart from the default cluster's in the shared schedd.
+    instance = cluster.plugin_instance(paths)
+    assert instance.startswith("devcluster-") and instance != "devcluster"
+
+
+def _selection(directory: str | None, offset: str | None) -> dict[str, str]:
+    env = {selection.CLUSTER_DIR_ENV: directory, selection.PORT_OFFSET_ENV: offset}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (_selection("/srv/mine", None), "needs ports of its own"),
+        (_selection(None, "1000"), "set INTERLINK_HTCONDOR_CLUSTER_DIR"),
+        (_selection("rel/dir", "1000"), "absolute path"),
+        (_selection("/srv/m", "+1k"), "an integer"),
+        # Into the NodePort range, below 1024, onto the pool's port, onto the default's.
+        (_selection("/srv/m", "14000"), "NodePort"),
+        (_selection("/srv/m", "-12000"), "1024-29999"),
+        (_selection("/srv/m", "-2761"), "pool's"),
+        (_selection("/srv/m", "64064"), "NodePort"),
+        (_selection("/srv/m", "4064"), "default cluster's"),
+    ],
+)
+def test_a_wrong_selection_says_what_to_set(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ClusterError, match=says):
+        selection.selected(env)
+
+
+def test_the_cluster_command_follows_the_selection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INTERLINK_HTCONDOR_POOL_DIR", str(tmp_path))
+    monkeypatch.setenv(selection.CLUSTER_DIR_ENV, str(tmp_path / "mine"))
+    monkeypatch.setenv(selection.PORT_OFFSET_ENV, "4000")
+    assert main(["cluster", "logs", "plugin"]) == 2
+    assert f"no log yet at {tmp_path / 'mine' / 'logs' / 'plugin.log'}" in capsys.readouterr().err
+    monkeypatch.delenv(selection.PORT_OFFSET_ENV)
+    assert main(["cluster", "env"]) == 2
+    assert "needs ports of its own" in capsys.readouterr().err
 
 
 def test_components_by_name_and_alias() -> None:

@@ -33,6 +33,12 @@ server, HTTP over a unix socket), ``kubelet_port``,
 Methods: ``env()`` (``KUBECONFIG`` and ``PATH`` with this kubectl first), ``kubectl(*args)``,
 ``api_client()``, ``log_path(component)``.
 
+Which cluster: ``<pool state dir>/cluster`` on the default ports, unless
+``INTERLINK_HTCONDOR_CLUSTER_DIR`` and ``INTERLINK_HTCONDOR_CLUSTER_PORT_OFFSET`` choose a
+private one (``default_paths()``, ``default_ports()``; every function above, the CLI and the
+tests' ``kube_cluster`` follow them). A private cluster shares the default one's builds and
+the pool; its plugin's jobs carry ``InterlinkPlugin == "devcluster-<digest>"``.
+
 Components, in start order (``COMPONENTS``): ``etcd``, ``kube-apiserver``,
 ``kube-controller-manager``, ``kube-scheduler``, ``plugin``, ``interlink``,
 ``virtual-kubelet``.
@@ -43,18 +49,23 @@ from __future__ import annotations
 from .cluster import build_all, down, ensure_up, health, read_info, restart
 from .components import ALIASES, COMPONENTS
 from .errors import ClusterError
-from .state import ClusterInfo, ClusterPaths, default_paths
+from .selection import CLUSTER_DIR_ENV, PORT_OFFSET_ENV, default_paths, default_ports
+from .state import ClusterInfo, ClusterPaths, builtin_paths
 
 COMPONENT_NAMES = tuple(c.name for c in COMPONENTS)
 
 __all__ = [
     "ALIASES",
+    "CLUSTER_DIR_ENV",
     "COMPONENT_NAMES",
+    "PORT_OFFSET_ENV",
     "ClusterError",
     "ClusterInfo",
     "ClusterPaths",
     "build_all",
+    "builtin_paths",
     "default_paths",
+    "default_ports",
     "down",
     "ensure_up",
     "health",

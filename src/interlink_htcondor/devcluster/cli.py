@@ -11,7 +11,8 @@ from ..devpool.config import export_lines
 from . import components
 from .cluster import down, ensure_up, health, read_info, restart
 from .errors import ClusterError
-from .state import ClusterInfo, default_paths
+from .selection import default_paths
+from .state import ClusterInfo
 
 BUILD_LOGS = ("build-kubernetes", "build-interlink", "fetch-etcd")
 
@@ -20,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.description = (
         "A Kubernetes control plane with interLink's API server and virtual kubelet in front "
         "of the personal pool, as local processes on 127.0.0.1. State: "
-        "<pool state dir>/cluster."
+        "<pool state dir>/cluster; a private cluster instead when "
+        "INTERLINK_HTCONDOR_CLUSTER_DIR and INTERLINK_HTCONDOR_CLUSTER_PORT_OFFSET are set "
+        "(its own state directory and ports, the same builds and pool)."
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = sub.add_parser("up", help="start the cluster (and the pool; build what is missing)")

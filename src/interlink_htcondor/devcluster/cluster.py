@@ -19,11 +19,12 @@ from .components import COMPONENTS, Component, Context, named
 from .errors import ClusterError
 from .pki import PkiFiles
 from .pki import ensure as ensure_pki
+from .selection import default_paths, default_ports
 from .state import (
     ClusterInfo,
     ClusterPaths,
+    builtin_paths,
     clear_info,
-    default_paths,
     load_info,
     locked,
     write_info,
@@ -56,8 +57,9 @@ def _require_root(action: str) -> None:
 
 def plugin_instance(paths: ClusterPaths) -> str:
     """``policy.instance`` of the cluster's plugin: ``devcluster`` for the default cluster,
-    suffixed with a digest of the state directory for any other."""
-    if paths.root == default_paths().root:
+    suffixed with a digest of the state directory for any other (a private cluster's jobs
+    are told apart from the default one's in the shared schedd)."""
+    if paths.root == builtin_paths().root:
         return config.PLUGIN_INSTANCE
     digest = hashlib.sha256(str(paths.root).encode()).hexdigest()[:8]
     return f"{config.PLUGIN_INSTANCE}-{digest}"
@@ -132,7 +134,8 @@ def ensure_up(
 
     Idempotent: a running cluster is returned at once (whatever ``ports`` asks). ``timeout``
     bounds the start of the processes (not the builds). ``paths`` and ``ports`` place a second
-    cluster beside the default one. ``say`` receives progress lines (None: silent)."""
+    cluster beside the default one (default: what ``selection`` reads from the environment).
+    ``say`` receives progress lines (None: silent)."""
     paths = paths or default_paths()
     report: Say = say or _quiet
     info = read_info(paths)
@@ -143,7 +146,7 @@ def ensure_up(
         info = read_info(paths)
         if info is not None and devpool.read_info() is not None:
             return info
-        return _up(paths, ports or config.PORTS, timeout, report)
+        return _up(paths, ports or default_ports(), timeout, report)
 
 
 def build_all(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> dict[str, Path]:

@@ -2,7 +2,7 @@
 
 The ports stay clear of the pool's collector (9618), of the usual Kubernetes ports (so a
 kind or k3s cluster on the same machine does not clash) and of the NodePort range
-(30000-32767).
+(30000-32767). A private cluster (``selection``) moves them all by one offset.
 """
 
 from __future__ import annotations
@@ -39,6 +39,41 @@ class Ports:
 
 
 PORTS = Ports()
+# The personal pool's one port (HTCondor's shared port: collector and every daemon).
+POOL_PORT = 9618
+NODEPORT_RANGE = range(30000, 32768)
+# Below the NodePort range and Linux's ephemeral ports (32768-60999).
+USABLE_PORTS = range(1024, NODEPORT_RANGE.start)
+
+
+def check_ports(ports: Ports) -> None:
+    """ValueError unless the ports are distinct, unprivileged, below the NodePort range and
+    clear of the pool's port."""
+    values = list(ports.all().values())
+    if len(set(values)) != len(values):
+        raise ValueError(f"ports must be distinct: {ports.all()}")
+    bad = {k: v for k, v in ports.all().items() if v not in USABLE_PORTS}
+    if bad:
+        raise ValueError(
+            f"ports must lie in {USABLE_PORTS.start}-{USABLE_PORTS.stop - 1} (below the "
+            f"NodePort range {NODEPORT_RANGE.start}-{NODEPORT_RANGE.stop - 1}): {bad}"
+        )
+    if POOL_PORT in values:
+        raise ValueError(f"port {POOL_PORT} is the personal pool's")
+
+
+def ports_for_offset(offset: int) -> Ports:
+    """The default ports moved by ``offset``, checked (``check_ports``) and, for a non-zero
+    offset, clear of the default cluster's (both run at once)."""
+    ports = PORTS.shifted(offset)
+    check_ports(ports)
+    if offset:
+        shared = sorted(set(ports.all().values()) & set(PORTS.all().values()))
+        if shared:
+            raise ValueError(f"ports {shared} are the default cluster's")
+    return ports
+
+
 VK_NAMESPACE = rbac.NAMESPACE
 VK_SERVICE_ACCOUNT = rbac.SERVICE_ACCOUNT
 

@@ -96,8 +96,10 @@ class ClusterPaths:
         return self.root / ".lock"
 
 
-def default_paths() -> ClusterPaths:
-    """``<pool state dir>/cluster`` (``$INTERLINK_HTCONDOR_POOL_DIR/cluster``)."""
+def builtin_paths() -> ClusterPaths:
+    """The default cluster's layout: ``<pool state dir>/cluster``
+    (``$INTERLINK_HTCONDOR_POOL_DIR/cluster``). ``selection.default_paths`` may choose
+    another."""
     return ClusterPaths(_pool_state_dir() / "cluster")
 
 
