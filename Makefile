@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status cluster-up cluster-down cluster-status
+.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status cluster-up cluster-down \
+	cluster-status browser hub-up hub-down hub-status doc-images
 
 venv: $(STAMP)
 
@@ -36,7 +37,7 @@ constraints:
 # timeout), with
 # line coverage held at 90% or more for the service and the core (the job wrapper runs in
 # jobs, not in the measured process).
-test: venv pool-up cluster-up
+test: venv pool-up cluster-up browser
 	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --cov --cov-report= \
 		--junitxml=out/junit.xml --durations=15 -ra
 	$(BIN)/coverage report --include='src/interlink_htcondor/service/*' --fail-under=90
@@ -71,3 +72,24 @@ cluster-down: venv
 
 cluster-status: venv
 	$(BIN)/interlink-htcondor cluster status
+
+# Debian's chromium for the browser test (Playwright drives it; no browser is downloaded).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -q && $(APT_INSTALL) chromium; }
+
+hub-up: venv
+	$(BIN)/interlink-htcondor hub up
+
+hub-down: venv
+	$(BIN)/interlink-htcondor hub down
+
+hub-status: venv
+	$(BIN)/interlink-htcondor hub status
+
+# The docs' pictures of the hub, refreshed on purpose: the browser test writes its
+# screenshots to out/screenshots/ (never into the tree); a passing run's are copied here.
+SCREENSHOTS := hub-dask-sidebar.png hub-zpeak-plot.png
+doc-images: venv pool-up browser
+	rm -f $(addprefix out/screenshots/,$(SCREENSHOTS))
+	$(BIN)/pytest tests/integration/test_hub_browser.py -ra
+	cp $(addprefix out/screenshots/,$(SCREENSHOTS)) docs/images/

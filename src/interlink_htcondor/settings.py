@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "INTERLINK_HTCONDOR_"
@@ -164,6 +164,26 @@ class NodeTaint(_Section):
     )
 
 
+# The apptainer options a site may let pods set: those the translator knows how to check
+# (flags that only add containment or devices; binds, scratch and no-mount with checked values).
+APPTAINER_FLAG_OPTIONS = frozenset(
+    [
+        "--nv",
+        "--nvccli",
+        "--rocm",
+        "--writable-tmpfs",
+        "--no-home",
+        "--no-init",
+        "--no-umask",
+        "--no-privs",
+        "--compat",
+        "--cleanenv",
+        "-e",
+    ]
+)
+APPTAINER_VALUE_OPTIONS = frozenset(["--bind", "-B", "--scratch", "-S", "--no-mount"])
+
+
 class PolicySettings(_Section):
     accounting_groups: dict[str, str] = Field(
         default_factory=dict,
@@ -178,9 +198,32 @@ class PolicySettings(_Section):
         "annotations (case-insensitive).",
     )
     allow_apptainer_options: bool = Field(
-        True,
+        False,
         description="Let pods add apptainer options with the `apptainer-options` annotations "
-        "(and the old `htcondor-job.vk.io/singularity-options`); false refuses such pods.",
+        "(and the old `htcondor-job.vk.io/singularity-options`). Off: such pods are refused. "
+        "On: each option must be in `allowed_apptainer_options`, and binds must be under "
+        "`storage.host_path_allow`.",
+    )
+    allowed_apptainer_options: list[str] = Field(
+        default_factory=lambda: ["--nv", "--rocm", "--writable-tmpfs", "--bind", "-B"],
+        description="The apptainer options pods may set when `allow_apptainer_options` is on. "
+        "Only options the plugin knows how to check can be listed: `--nv`, `--nvccli`, "
+        "`--rocm`, `--writable-tmpfs`, `--no-home`, `--no-init`, `--no-umask`, `--no-privs`, "
+        "`--compat`, `--cleanenv`/`-e`, `--bind`/`-B`, `--scratch`/`-S`, `--no-mount`.",
+    )
+    prologue_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose pods may run prologue commands "
+        "(`interlink.eu/wstunnel-client-commands`, `slurm-job.vk.io/pre-exec`) on the "
+        "execute point, outside any container, with all the rights of the job's user; `*` "
+        "for every namespace. Empty (the default) refuses such pods. Trusted tenants only: "
+        "see the admin guide's multi-tenant model.",
+    )
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces this plugin instance runs pods of; empty runs every namespace. "
+        "With one instance per tenant (each with its own job owner), a pod of another "
+        "namespace is refused instead of running as the wrong owner.",
     )
     held_grace_seconds: int = Field(
         300, ge=0, description="A held job is reported Failed and removed after this long."
@@ -207,6 +250,85 @@ class PolicySettings(_Section):
         "`virtual-node.interlink/no-schedule`); unset leaves the node's taints alone.",
     )
 
+    @field_validator("allowed_apptainer_options")
+    @classmethod
+    def _known_options(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - APPTAINER_FLAG_OPTIONS - APPTAINER_VALUE_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"the plugin cannot check apptainer options {unknown}; pods may only be "
+                "allowed options it checks (set site-wide options in containers.apptainer_args)"
+            )
+        return v
+
+
+class LimitSettings(_Section):
+    """Bounds on what one pod may make the plugin produce. Past a bound the create is
+    refused (422) with a message naming the pod, the container, the field and the limit;
+    realistic pods (Dask workers, interLink's conformance pods) stay far below them."""
+
+    max_containers: int = Field(
+        64, ge=1, description="Init and app containers of one pod, together."
+    )
+    max_env_vars: int = Field(
+        1024, ge=0, description="Environment variables of one container (`env` and `envFrom`)."
+    )
+    max_args: int = Field(1024, ge=0, description="`command` + `args` items of one container.")
+    max_value_bytes: int = Field(
+        128 * 1024,
+        ge=1024,
+        description="Largest single value after `$(VAR)` expansion (an environment value, "
+        "an argument, a `subPathExpr`), in UTF-8 bytes. Expansion stops as soon as it passes "
+        "this; Linux itself passes no argument or variable above 128 KiB.",
+    )
+    max_container_bytes: int = Field(
+        1024 * 1024,
+        ge=4096,
+        description="Environment, command and args of one container, and the commands of "
+        "its exec probes and hooks, together, in bytes (what one `execve` must carry; Linux "
+        "allows about 2 MiB).",
+    )
+    max_volumes: int = Field(256, ge=0, description="Volumes of one pod.")
+    max_mounts: int = Field(256, ge=0, description="Volume mounts of one container.")
+    max_volume_files: int = Field(
+        4096,
+        ge=0,
+        description="Files the plugin writes for one pod's configMap, secret, projected and "
+        "downwardAPI volumes (every `items` entry and every key counts).",
+    )
+    max_sandbox_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes written into one pod's sandbox: volume files plus the job spec "
+        "`pod.json`.",
+    )
+    max_metadata_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Size of a pod's annotations (keys and values), and of its labels; "
+        "Kubernetes' own limit for annotations is 256 KiB.",
+    )
+    max_expression_bytes: int = Field(
+        4096,
+        ge=256,
+        description="Largest ClassAd expression or submit value a pod sets (the requirements "
+        "annotation, `submit.<command>` annotations). ClassAd parsers recurse, so very long "
+        "expressions could exhaust a stack.",
+    )
+    max_grace_seconds: int = Field(
+        3600,
+        ge=1,
+        description="Largest `terminationGracePeriodSeconds` accepted (the pod's, and a "
+        "liveness or startup probe's): how long a deleted pod, or a container killed by a "
+        "failing probe, may keep running to stop.",
+    )
+    max_probe_seconds: int = Field(
+        86_400,
+        ge=1,
+        description="Largest probe timing accepted (`initialDelaySeconds`, `periodSeconds`, "
+        "`timeoutSeconds`).",
+    )
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -219,6 +341,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     resources: ResourceSettings = Field(default_factory=ResourceSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -11,7 +11,7 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from distributed import Client, get_task_stream
-from worker_probe import ancestors
+from worker_probe import ancestors, host_ancestors
 
 from dimuon import analyze, dataset, generate
 from interlink_htcondor.dask import PluginCluster
@@ -72,9 +72,13 @@ def test_z_peak_is_fitted_from_work_done_on_the_htcondor_workers(
     ran_on = {t["worker"] for t in stream.data}
     assert stream.data and ran_on <= set(by_address)
 
-    # And those workers are processes under an HTCondor starter, in running jobs.
+    # And those workers are contained processes (their own PID namespace) under an
+    # HTCondor starter (seen from the host), in running jobs.
     for chain in chains.values():
-        assert "condor_starter" in chain
+        assert chain[-1] == "appinit"
+    for name in jobs:
+        host_chains = host_ancestors(name)
+        assert host_chains and all("condor_starter" in c for c in host_chains), host_chains
     assert all(tuple(v) == ("3", "11") for v in versions.values())
     ads = schedd.query(
         constraint=" || ".join(

@@ -3,6 +3,7 @@ jobs running in Apptainer, and what goes wrong with them reaches the user."""
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 import uuid
@@ -12,7 +13,7 @@ from typing import Any
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
 from distributed import Client
-from worker_probe import ancestors
+from worker_probe import ancestors, host_ancestors
 
 from interlink_htcondor.dask import PluginCluster, WorkerStartError
 from interlink_htcondor.devpool import PoolInfo
@@ -81,24 +82,92 @@ def test_workers_are_htcondor_jobs_in_apptainer(cluster: PluginCluster, schedd: 
     for worker in info.values():
         assert worker["container"]  # Apptainer says it runs the worker
         assert tuple(worker["python"]) == ("3", "11")
-        assert "condor_starter" in worker["chain"]  # ... under an HTCondor starter
+        assert worker["chain"][-1] == "appinit"  # contained: its own PID namespace
+    for name in names:  # ... and, seen from the host, under an HTCondor starter
+        chains = host_ancestors(name)
+        assert chains and all("condor_starter" in chain for chain in chains), chains
     assert "2/2 running" in repr(cluster)
 
 
-def test_held_job_is_shown_with_its_hold_reason(cluster: PluginCluster, pool: PoolInfo) -> None:
+def test_held_job_fails_the_wait_at_once_with_its_hold_reason(
+    cluster: PluginCluster, pool: PoolInfo, schedd: Any
+) -> None:
     cluster.set_template(requirements=IMPOSSIBLE)  # stays idle, so the hold is ours
     cluster.scale(1)
     until(lambda: len(cluster.jobs()) == 1, 60, "job submitted")
-    (job,) = cluster.jobs().values()
+    ((name, job),) = cluster.jobs().items()
     # condor_hold as the job owner (Schedd.act's reason does not reach HoldReason)
     hold = ["condor_hold", "-reason", "held by the test: disk quota", job]
     assert pool.run_in_pool(hold, timeout=30).returncode == 0
-    until(lambda: cluster.counts().held == 1, 60, "held worker")
-    assert "1 held" in repr(cluster)
-    assert any("held by the test: disk quota" in n for n in cluster.notes())
-    assert "held by the test: disk quota" in cluster._repr_html_()
-    with pytest.raises(TimeoutError, match="disk quota"):
-        cluster.wait_for_workers(1, timeout=3)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerStartError, match="held by the test: disk quota") as e:
+        cluster.wait_for_workers(1, timeout=600)
+    assert time.monotonic() - t0 < 60  # at once, not after the timeout
+    (failure,) = e.value.failures
+    assert failure.reason.startswith("JobHeld: ") and failure.job_id == job
+    assert cluster.failures == [failure] and "1 failed" in repr(cluster)
+    until(lambda: not jobs_of(schedd, [name]), 60, "held job removed")
+
+
+def _running_worker(cluster: PluginCluster, schedd: Any) -> tuple[str, str]:
+    cluster.scale(1)
+    cluster.wait_for_workers(1, timeout=180)
+    ((name, job),) = cluster.jobs().items()
+    assert jobs_of(schedd, [name])[name]["JobStatus"] == RUNNING
+    return name, job
+
+
+def test_held_running_worker_is_a_failure_with_the_hold_reason(
+    cluster: PluginCluster, pool: PoolInfo, schedd: Any
+) -> None:
+    name, job = _running_worker(cluster, schedd)
+    hold = ["condor_hold", "-reason", "held by the test: over quota", job]
+    assert pool.run_in_pool(hold, timeout=30).returncode == 0
+    until(lambda: len(cluster.failures) == 1, 90, "failure recorded")
+    (failure,) = cluster.failures
+    # The worker exits 0 on the hold's SIGTERM: /status says held, never Completed.
+    assert failure.name == name and failure.job_id == job
+    assert failure.reason.startswith("JobHeld: ") and "over quota" in failure.reason
+    assert "1 failed" in repr(cluster) and "over quota" in repr(cluster)
+    until(lambda: not jobs_of(schedd, [name]), 60, "held job removed")
+
+
+def test_removed_running_worker_is_a_failure_with_the_remove_reason(
+    cluster: PluginCluster, pool: PoolInfo, schedd: Any
+) -> None:
+    name, job = _running_worker(cluster, schedd)
+    rm = ["condor_rm", "-reason", "removed by the test: maintenance", job]
+    assert pool.run_in_pool(rm, timeout=30).returncode == 0
+    until(lambda: len(cluster.failures) == 1, 90, "failure recorded")
+    (failure,) = cluster.failures
+    assert failure.name == name and failure.job_id == job
+    assert failure.reason.startswith("JobRemoved: exit code 143: ")
+    assert "removed by the test: maintenance" in failure.reason
+
+
+def test_worker_no_slot_can_hold_fails_the_wait_at_once(cluster: PluginCluster) -> None:
+    cluster.set_template(memory="200Gi")
+    cluster.scale(1)
+    t0 = time.monotonic()
+    with pytest.raises(WorkerStartError, match="more than any slot of the pool offers") as e:
+        cluster.wait_for_workers(1, timeout=600)
+    assert time.monotonic() - t0 < 60
+    assert e.value.failures[0].reason.startswith("Unschedulable: ")
+
+
+def test_missing_image_says_why_once(cluster: PluginCluster) -> None:
+    cluster.set_template(image="/nonexistent/worker.sif")
+    cluster.scale(1)
+    with pytest.raises(WorkerStartError) as e:
+        cluster.wait_for_workers(1, timeout=600)
+    (failure,) = e.value.failures
+    assert failure.reason.startswith("ContainerCannotRun: ")
+    assert "/nonexistent/worker.sif" in failure.reason
+    # Apptainer's error is in the status and the log: each place shows it once.
+    error = failure.reason.rsplit(": ", 3)[-1]  # "... lstat /nonexistent: no such file ..."
+    assert str(e.value).count(error) == 1
+    assert repr(cluster).count(error) == 1
+    assert cluster._repr_html_().count(html.escape(error)) == 1
 
 
 def test_never_starting_job_is_reported_as_pending_with_why(cluster: PluginCluster) -> None:

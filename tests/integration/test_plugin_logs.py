@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from plugin_harness import Json, Plugin, load_pod, run, state_of
 
+from interlink_htcondor.client import log_request
+
 pytestmark = pytest.mark.integration
 
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z ")
@@ -92,6 +94,16 @@ def test_since_seconds(plugin: Plugin, talker: Json) -> None:
     out = plugin.logs(talker, "talk", SinceSeconds=int(age) + 2)
     assert out.endswith("err-6\n") and "line-1\n" not in out
     assert plugin.logs(talker, "talk", SinceSeconds=100000) == ALL
+
+
+def test_previous_of_a_container_never_restarted_is_400(plugin: Plugin, talker: Json) -> None:
+    m = talker["metadata"]
+    body = log_request(m["namespace"], m["name"], m["uid"], "talk", Previous=True)
+    r = plugin.raw("GET", "/getLogs", body)
+    assert r.status_code == 400, r.text
+    assert r.text == (
+        f"previous terminated container 'talk' in pod {m['namespace']}/{m['name']} not found\n"
+    )
 
 
 def test_unknown_container_and_pod_are_404(plugin: Plugin, talker: Json) -> None:

@@ -336,7 +336,7 @@ def test_sigterm_runs_prestop_in_the_container_then_stops_it(
                 argv=["sh", "-c", main],
                 env=[("HOOK_VAR", "same-env")],
                 mounts=[jobspec.MountSpec(volume="shared", mount_path="/shared")],
-                pre_stop=jobspec.ExecSpec(argv=hook),
+                pre_stop=jobspec.HandlerSpec(argv=hook),
             )
         ],
         volumes={"shared": jobspec.VolumeSpec(kind="emptyDir")},
@@ -348,6 +348,83 @@ def test_sigterm_runs_prestop_in_the_container_then_stops_it(
     st = res.state("main")
     assert (st["state"], st["exit_code"], st["reason"]) == ("terminated", 0, "Completed")
     assert res.status["message"] == "the job was asked to stop (SIGTERM)"
+
+
+def test_exec_probes_and_hooks_run_in_the_containers_own_file_system(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
+    """The postStart hook writes to the container's /tmp, the container and an exec
+    readiness probe (1 s timeout, Apptainer's start-up not counted) read it there."""
+    main = (
+        "i=0; while [ ! -e /tmp/from-hook ]; do i=$((i+1)); [ $i -gt 300 ] && exit 3;"
+        " sleep 0.1; done; cat /tmp/from-hook; sleep 4"
+    )
+    spec = _spec(
+        [
+            jobspec.ContainerSpec(
+                name="c",
+                image=busybox,
+                mode="exec",
+                argv=["sh", "-c", main],
+                post_start=jobspec.HandlerSpec(argv=["sh", "-c", "echo hooked > /tmp/from-hook"]),
+                readiness_probe=jobspec.ProbeSpec(
+                    argv=["sh", "-c", "cat /tmp/from-hook && echo PROBE-OUTPUT"],
+                    period_seconds=1,
+                    timeout_seconds=1,
+                ),
+            )
+        ]
+    )
+    res = _run(pool, sandbox, spec)
+    assert res.returncode == 0, res.stderr
+    assert res.text("c") == b"hooked\n"  # neither the hook's nor the probe's output
+    assert "container c: started True, ready True" in res.stderr
+    assert "probe failed" not in res.stderr and "probe errored" not in res.stderr
+    assert (res.sandbox / "logs" / "c.poststart.log").exists()
+
+
+def test_exec_probes_and_hooks_join_the_running_container(
+    pool: PoolInfo, sandbox: Path, busybox: str
+) -> None:
+    """Each container has its own PID and IPC namespaces (--containall); an exec probe or
+    hook still sees what its container sees, as CRI exec does: its processes, its /tmp and
+    $HOME, its environment and working directory, and no other container's processes."""
+    main = (
+        "sleep 3617 & i=0; while [ ! -e /tmp/probed ] && [ $i -lt 300 ]; do i=$((i+1));"
+        " sleep 0.1; done; kill $!; cat $HOME/from-hook; [ -e /tmp/probed ]"
+    )
+    probe = (
+        'ps | grep -q "[s]leep 3617" && ! ps | grep -q "[s]leep 3618"'
+        ' && [ "$(cat $HOME/from-hook)" = from-env ] && [ "$(pwd)" = /tmp ]'
+        " && touch /tmp/probed"
+    )
+    spec = _spec(
+        [
+            jobspec.ContainerSpec(
+                name="c",
+                image=busybox,
+                mode="exec",
+                argv=["sh", "-c", main],
+                working_dir="/tmp",
+                env=[("MARK", "from-env")],
+                post_start=jobspec.HandlerSpec(argv=["sh", "-c", "echo $MARK > $HOME/from-hook"]),
+                readiness_probe=jobspec.ProbeSpec(
+                    argv=["sh", "-c", probe], period_seconds=1, timeout_seconds=2
+                ),
+            ),
+            jobspec.ContainerSpec(
+                name="other",
+                image=busybox,
+                mode="exec",
+                argv=["sh", "-c", "sleep 3618 & sleep 6; kill $!"],
+            ),
+        ]
+    )
+    res = _run(pool, sandbox, spec)
+    assert res.returncode == 0, res.stderr
+    assert res.text("c") == b"from-env\n"
+    assert "container c: started True, ready True" in res.stderr
+    assert "cannot join container" not in res.stderr
 
 
 def test_states_reach_the_job_ad_through_condor_chirp(

@@ -191,6 +191,34 @@ async def test_follow_streams_until_done(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_follow_ends_with_the_instance_a_restart_replaced(tmp_path: Path) -> None:
+    """The wrapper renames a restarted container's log to ``.previous.log``: the stream
+    gives the old instance's last lines and ends, as the kubelet's follow of one instance."""
+    p = tmp_path / "c.log"
+    p.write_text(cri(T0, "first"))
+
+    async def never() -> bool:
+        return False
+
+    chunks: list[bytes] = []
+
+    async def consume() -> None:
+        async for c in follow_log(
+            p, LogOptions(follow=True), never, poll_seconds=0.01, heartbeat_seconds=0
+        ):
+            chunks.append(c)
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    with p.open("a") as f:
+        f.write(cri(T0 + 1, "last words"))
+    p.rename(tmp_path / "c.previous.log")
+    p.write_text(cri(T0 + 2, "new instance"))
+    await asyncio.wait_for(task, 2)
+    assert b"".join(chunks) == b"first\nlast words\n"
+
+
+@pytest.mark.anyio
 async def test_follow_waits_for_file_and_heartbeats(tmp_path: Path) -> None:
     p = tmp_path / "later.log"
     calls = 0

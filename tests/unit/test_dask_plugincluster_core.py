@@ -10,12 +10,15 @@ tests/integration/test_dask_plugincluster.py.
 from __future__ import annotations
 
 import asyncio
+import html
+import io
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import html5lib
 import pytest
 import uvicorn
 from distributed import Client, Worker
@@ -24,8 +27,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from interlink_htcondor.dask import PluginCluster, WorkerStartError
 from interlink_htcondor.dask.podstate import Phase
+from interlink_htcondor.dask.progress import TerminalDisplay
 
 Behaviour = Callable[[str], str]
+
+BAD_IMAGE = "could not open image /images/nope.sif: no such file or directory"
+TOO_BIG = (
+    "HTCondor job 1.0 cannot run: it requests 204800 MiB memory, more than any slot of the "
+    "pool offers (at most 2048 MiB)"
+)
 
 
 class ScriptedPlugin:
@@ -102,6 +112,8 @@ class ScriptedPlugin:
 
         @app.get("/getLogs")
         async def logs(request: Request) -> Any:
+            if self.behaviour((await request.json())["PodName"]) == "bad-image":
+                return PlainTextResponse(f"FATAL:   {BAD_IMAGE}\n")  # as in the status
             return PlainTextResponse("starting worker\nImportError: no module named dask\n")
 
         return app
@@ -119,6 +131,16 @@ class ScriptedPlugin:
             }
         if what == "fail":
             return {"terminated": {"exitCode": 1, "reason": "Error", "message": "worker died"}}
+        if what == "bad-image":
+            return {
+                "terminated": {
+                    "exitCode": 128,
+                    "reason": "ContainerCannotRun",
+                    "message": BAD_IMAGE,
+                }
+            }
+        if what == "too-big":
+            return {"waiting": {"reason": "Unschedulable", "message": TOO_BIG}}
         return {"waiting": {"reason": "Pending", "message": "HTCondor job is idle, waiting"}}
 
 
@@ -198,19 +220,79 @@ def test_one_status_call_per_interval_for_all_pods() -> None:
     run(main())
 
 
-def test_held_workers_are_shown_with_the_hold_reason() -> None:
+def test_held_worker_is_a_failure_at_once_with_the_hold_reason() -> None:
     async def main() -> None:
         plugin = ScriptedPlugin(lambda name: "held" if name.endswith("-1") else "run")
         async with cluster_for(plugin) as cluster:
             cluster.scale(2)
-            await until(lambda: cluster.counts().held == 1 and cluster.counts().running == 1)
+            t0 = time.monotonic()
+            with pytest.raises(WorkerStartError, match="Failed to execute apptainer") as e:
+                await cluster.wait_for_workers(2, timeout=600)
+            assert time.monotonic() - t0 < 30  # at once, not after the timeout
+            (failure,) = e.value.failures
+            assert failure.reason.startswith("JobHeld: ")
+            assert cluster.failures == [failure]
+            await until(lambda: failure.name in plugin.deleted)  # its job is removed
             text = repr(cluster)
-            assert "1 held" in text and "1/2 running" in text
-            notes = cluster.notes()
-            assert any("Failed to execute apptainer" in n for n in notes)
-            page = cluster._repr_html_()
-            assert "held" in page and "Failed to execute apptainer" in page
+            assert "1/1 running" in text and "1 failed" in text
             assert any("is held" in msg for _, msg in cluster._cluster_manager_logs)
+
+    run(main())
+
+
+def test_pod_that_can_never_run_fails_at_once() -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "too-big")
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(1)
+            t0 = time.monotonic()
+            with pytest.raises(WorkerStartError, match="more than any slot") as e:
+                await cluster.wait_for_workers(1, timeout=600)
+            assert time.monotonic() - t0 < 30
+            assert e.value.failures[0].reason.startswith("Unschedulable: ")
+
+    run(main())
+
+
+def test_a_bad_image_says_why_once_in_each_place(capsys: pytest.CaptureFixture[str]) -> None:
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "bad-image")
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(1)
+            shown = io.StringIO()
+            display = TerminalDisplay(shown)  # what the demo shows in a terminal
+            with pytest.raises(WorkerStartError) as e:
+                await cluster.wait_for_workers(1, timeout=600, progress=display)
+            assert BAD_IMAGE not in shown.getvalue()  # the exception says it
+            assert str(e.value).count(BAD_IMAGE) == 1  # not again from the log tail
+            assert repr(cluster).count(BAD_IMAGE) == 1
+            assert cluster._repr_html_().count(html.escape(BAD_IMAGE)) == 1
+            # The widget's other tab (distributed's method is untyped).
+            assert BAD_IMAGE not in cluster._scaling_status()  # type: ignore[no-untyped-call]
+            assert BAD_IMAGE in "\n".join(m for _, m in cluster._cluster_manager_logs)
+
+    run(main())
+    out = capsys.readouterr()
+    assert BAD_IMAGE not in out.out + out.err  # the exception carries it: no extra copy
+
+
+def test_widget_is_valid_html_inside_distributeds_cluster_table() -> None:
+    async def main() -> None:
+        def behaviour(name: str) -> str:
+            return {"0": "run", "1": "pending", "2": "bad-image"}[name.rsplit("-", 1)[1]]
+
+        plugin = ScriptedPlugin(behaviour, create_delay=0)
+        async with cluster_for(plugin) as cluster:
+            cluster.scale(3)
+            await until(lambda: len(cluster.failures) == 1 and cluster.counts().running == 1)
+            page = cluster._repr_html_()
+            # strict: a parse error (a block element where a table allows only rows, an
+            # unclosed or misnested tag) raises instead of being repaired
+            html5lib.HTMLParser(strict=True).parseFragment(page)
+            # the widget's counts agree with its Scheduler Info: one connected worker
+            info = cluster.scheduler_info
+            assert len(info["workers"]) == 1 == cluster.counts().running
+            assert "1/2 running" in page and "Workers:</strong> 1" in page
 
     run(main())
 
@@ -250,11 +332,11 @@ def test_create_refused_by_the_plugin_is_a_failure_with_its_message() -> None:
 
 def test_timeout_lists_why_workers_wait() -> None:
     async def main() -> None:
-        plugin = ScriptedPlugin(lambda name: "held")
-        async with cluster_for(plugin) as cluster:
+        plugin = ScriptedPlugin(lambda name: "pending")
+        async with cluster_for(plugin, pending_warning=0.5) as cluster:
             cluster.scale(1)
-            with pytest.raises(TimeoutError, match="Failed to execute apptainer"):
-                await cluster.wait_for_workers(1, timeout=2)
+            with pytest.raises(TimeoutError, match="idle, waiting"):
+                await cluster.wait_for_workers(1, timeout=3)
 
     run(main())
 
@@ -323,5 +405,43 @@ def test_unreachable_plugin_is_reported() -> None:
                 await cluster.wait_for_workers(1, timeout=20)
         finally:
             await cluster.close()  # type: ignore[misc]  # annotated as maybe not awaitable
+
+    run(main())
+
+
+def test_dask_labextension_drives_a_plugin_cluster_through_the_site_config() -> None:
+    """What the sidebar's NEW, SCALE, ADAPT and SHUTDOWN do, through dask-labextension's own
+    cluster manager and the factory a site configures (as the hub does)."""
+    import dask.config
+
+    async def main() -> None:
+        # Its import makes a module-level manager on the current (running) loop.
+        from dask_labextension.manager import DaskClusterManager
+
+        plugin = ScriptedPlugin(lambda name: "run", create_delay=0)
+        async with serve(plugin) as url:
+            site = {
+                "labextension.factory": {
+                    "module": "interlink_htcondor.dask",
+                    "class": "PluginCluster",
+                    "args": [],
+                    "kwargs": {"status_interval": 0.2},
+                },
+                "interlink-htcondor.plugin-url": url,
+            }
+            with dask.config.set(site):
+                manager = await DaskClusterManager()
+                model = await manager.start_cluster()
+                assert model["name"] == "PluginCluster 1" and model["workers"] == 0
+                assert model["scheduler_address"].startswith("tcp://127.0.0.1:")
+                cid = model["id"]
+                await manager.scale_cluster(cid, 2)
+                await until(lambda: manager.get_cluster(cid)["workers"] == 2, 30)
+                assert len(plugin.pods) == 2
+                model = manager.adapt_cluster(cid, 0, 3)
+                assert model["adapt"] == {"minimum": 0, "maximum": 3}
+                await manager.close_cluster(cid)
+                assert plugin.pods == {} and len(plugin.deleted) == 2
+                assert manager.list_clusters() == []
 
     run(main())

@@ -36,17 +36,24 @@ def test_idle_job_is_pending_with_its_reason() -> None:
     assert "no match found" in obs.describe()
 
 
-def test_held_job_is_held_with_the_hold_reason() -> None:
+def test_held_job_is_held_with_the_hold_reason_and_ends_the_worker() -> None:
     msg = "HTCondor job 7.0 is held: Error from slot1@host: memory limit exceeded"
     obs = observe(entry({"waiting": {"reason": "JobHeld", "message": msg}}), connected=False)
-    assert obs.phase == Phase.HELD
+    assert obs.phase == Phase.HELD and obs.phase.ends_worker
     assert obs.describe() == f"JobHeld: {msg}"
 
 
-def test_unschedulable_job_stays_pending_with_the_diagnosis() -> None:
+def test_job_the_plugin_knows_can_never_run_is_a_failure_with_the_diagnosis() -> None:
     msg = "HTCondor job 7.0 cannot run: no slot has 64 GiB of memory"
     obs = observe(entry({"waiting": {"reason": "Unschedulable", "message": msg}}), connected=False)
-    assert obs.phase == Phase.PENDING and obs.reason == "Unschedulable"
+    assert obs.phase == Phase.FAILED and obs.phase.ends_worker
+    assert obs.describe() == f"Unschedulable: {msg}"
+
+
+def test_idle_job_waiting_for_a_slot_does_not_end_the_worker() -> None:
+    msg = "HTCondor job 7.0 is idle, waiting for a slot"
+    obs = observe(entry({"waiting": {"reason": "Pending", "message": msg}}), connected=False)
+    assert obs.phase == Phase.PENDING and not obs.phase.ends_worker
 
 
 def test_running_container_not_connected_is_starting() -> None:

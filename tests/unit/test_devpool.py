@@ -3,13 +3,16 @@ version pins, embedded settings. No pool is started here."""
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import subprocess
 from pathlib import Path
 
 import pytest
+from _translate_support import pod, request, spec_of
 
 from interlink_htcondor import settings
+from interlink_htcondor.core.translate import TranslationError, translate
 from interlink_htcondor.devpool import config, embedded_settings, host, images, pool, state
 from interlink_htcondor.devpool.errors import PoolError
 from interlink_htcondor.devpool.state import PoolInfo, PoolPaths
@@ -193,6 +196,22 @@ def test_host_pins_include_dask_and_distributed() -> None:
         assert pins[name] == md.version(name)
 
 
+def test_embedded_settings_let_pods_bind_data_but_never_sandboxes(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    info = dataclasses.replace(make_info(tmp_path), shared_dir=shared, pods_dir=shared / "pods")
+    s = settings.load(base=embedded_settings(info))
+
+    def bind(source: Path) -> list[str]:
+        annotation = {"htcondor.interlink.eu/apptainer-options": f"--bind {source}:/data:ro"}
+        plan = translate(request(pod(annotations=annotation)), s)
+        return spec_of(plan).apptainer.args
+
+    assert bind(shared / "zpeak-data") == [f"--bind={shared}/zpeak-data:/data:ro"]
+    for source in (shared, shared / "pods", shared / "pods" / "team-b_other_1", Path("/etc")):
+        with pytest.raises(TranslationError):
+            bind(source)
+
+
 def test_embedded_settings_load_and_map_images(tmp_path: Path) -> None:
     info = make_info(tmp_path)
     s = settings.load(base=embedded_settings(info))
@@ -219,3 +238,20 @@ def test_pool_env_variables_do_not_disturb_settings(
     for k, v in make_info(tmp_path).client_env(uid=7411).items():
         monkeypatch.setenv(k, v)
     assert settings.load().schedd.collector == ""
+
+
+def test_namespace_argv_passes_the_command_verbatim_after_a_fixed_script() -> None:
+    from interlink_htcondor.devpool import daemons
+
+    argv = ["condor_q", "-constraint", 'Owner == "x"; rm -rf /', "$(id)"]
+    full = daemons.namespace_argv(123, argv, user="ilhtc")
+    assert full[: full.index("sh")] == [
+        "nsenter", "--target=123", "--mount", "--pid", "--root", "--wd",
+        "setpriv", "--reuid=ilhtc", "--regid=ilhtc", "--init-groups", "--",
+    ]  # fmt: skip
+    script = full[full.index("sh") : full.index("sh") + 5]
+    assert script == ["sh", "-c", 'cd "$1" && shift && exec "$@"', "run-in-pool", "/home/ilhtc"]
+    assert full[-len(argv) :] == argv
+    assert "setpriv" not in daemons.namespace_argv(123, argv, user="root")
+    with pytest.raises(ValueError):
+        daemons.namespace_argv(123, [])

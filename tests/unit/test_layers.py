@@ -24,6 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "devcluster": {"devcluster", "devpool"},
     "jobside": set(),  # the job wrapper: the standard library only
     "local_plugin": {"local_plugin", "devpool"},
+    # The personal JupyterHub: the pool, and a plugin's jobs cleared through local_plugin.
+    "devhub": {"devhub", "devpool", "local_plugin"},
     "cli": {
         "cli",
         "service",
@@ -32,6 +34,7 @@ ALLOWED: dict[str, set[str]] = {
         "client",
         "devpool",
         "devcluster",
+        "devhub",
         "dask",
         "local_plugin",
     },

@@ -22,7 +22,6 @@ from interlink_htcondor.core.pod_status import (
     TRANSFERRING_OUTPUT,
     pod_status,
 )
-from interlink_htcondor.core.status_file import ContainerReport
 
 NOW = 1_800_000_000.0
 POD = PodRef(
@@ -53,8 +52,11 @@ def ad(status: int, **extra: Any) -> dict[str, Any]:
     return base
 
 
-def st(state: str, code: int = 0, reason: str = "", start: int = 0, end: int = 0) -> str:
-    return encode_state(ReportedState(state, code, reason, start, end))  # type: ignore[arg-type]
+def st(state: str, code: int = 0, reason: str = "", start: int = 0, end: int = 0, **kw: Any) -> str:
+    """A chirped state; a running container is started and ready unless ``kw`` says not."""
+    if state == "running":
+        kw = {"is_started": True, "ready": True, **kw}
+    return encode_state(ReportedState(state, code, reason, start, end, **kw))  # type: ignore[arg-type]
 
 
 def states(result: Any, kind: str = "containers") -> list[dict[str, Any]]:
@@ -194,11 +196,11 @@ def test_completed_by_signal() -> None:
 
 def test_status_file_fills_in_missing_chirps() -> None:
     file_states = {
-        "setup": ContainerReport(ReportedState("terminated", 0, "", 1, 2)),
-        "main": ContainerReport(
-            ReportedState("terminated", 137, "DeadlineExceeded", 3, 9), "deadline of 5 s"
+        "setup": ReportedState("terminated", 0, "", 1, 2),
+        "main": ReportedState(
+            "terminated", 137, "DeadlineExceeded", 3, 9, message="deadline of 5 s"
         ),
-        "side": ContainerReport(ReportedState("terminated", 1, "", 3, 4), "", restart_count=2),
+        "side": ReportedState("terminated", 1, "", 3, 4, restarts=2),
     }
     r = run(
         ad(COMPLETED, ExitCode=1, InterlinkStateC0=st("running", start=3)),
@@ -368,6 +370,125 @@ def test_output_validates_against_the_wire_model() -> None:
         assert wire["UID"] == POD.uid and len(wire["containers"]) == 2
 
 
+def test_readiness_and_startup_flags_are_reported_live() -> None:
+    t0 = int(NOW) - 60
+    r = run(
+        ad(
+            RUNNING,
+            InterlinkStateC0=st("running", start=t0, is_started=True, ready=False),
+            InterlinkStateC1=st("running", start=t0, is_started=False, ready=False),
+        )
+    )
+    main, side = r.status["containers"]
+    assert (main["started"], main["ready"]) == (True, False)  # readiness probe failing
+    assert (side["started"], side["ready"]) == (False, False)  # startup probe not passed yet
+    assert "running" in main["state"] and "running" in side["state"]
+
+
+def test_five_word_states_of_older_wrappers_read_as_started_and_ready() -> None:
+    r = run(ad(RUNNING, InterlinkStateC0=f"running 0 - {int(NOW) - 5} 0"))
+    main = r.status["containers"][0]
+    assert (main["started"], main["ready"], main["restartCount"]) == (True, True, 0)
+
+
+def test_restarts_last_state_and_message_are_reported_live() -> None:
+    t0 = int(NOW) - 60
+    last = classad_attrs.LastState(137, "Error", t0, t0 + 30)
+    r = run(
+        ad(
+            RUNNING,
+            InterlinkStateC0=st("running", start=t0 + 31, restarts=2, last=last),
+            InterlinkStateC1=st(
+                "waiting",
+                137,
+                "CrashLoopBackOff",
+                restarts=1,
+                last=last,
+                message="back-off 10s restarting failed container=side pod=web_ns(uid): "
+                'Liveness probe failed: HTTP probe failed with statuscode: 500 "x" \\ y',
+            ),
+        )
+    )
+    main, side = r.status["containers"]
+    assert main["restartCount"] == 2 and main["ready"] is True
+    assert main["lastState"] == {
+        "terminated": {
+            "exitCode": 137,
+            "reason": "Error",
+            "startedAt": rfc3339(t0),
+            "finishedAt": rfc3339(t0 + 30),
+        }
+    }
+    assert side["restartCount"] == 1 and side["ready"] is False
+    waiting = side["state"]["waiting"]
+    assert waiting["reason"] == "CrashLoopBackOff"
+    assert "Liveness probe failed: HTTP probe failed with statuscode: 500" in waiting["message"]
+    assert "'x' / y" in waiting["message"]  # no quote or backslash in a ClassAd literal
+    assert (
+        "lastState" not in run(ad(RUNNING, InterlinkStateC0=st("running"))).status["containers"][0]
+    )
+
+
+def test_restarts_survive_the_end_of_the_job() -> None:
+    last = classad_attrs.LastState(1, "Error", 10, 20)
+    r = run(ad(REMOVED, InterlinkStateC0=st("running", start=21, restarts=3, last=last)))
+    main = r.status["containers"][0]
+    assert "terminated" in main["state"]
+    assert main["restartCount"] == 3 and main["lastState"]["terminated"]["exitCode"] == 1
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        ReportedState("waiting"),
+        ReportedState("running", 0, "", 1700000000, 0, 0, True, False),
+        ReportedState(
+            "terminated",
+            137,
+            "Error",
+            3,
+            4,
+            5,
+            False,
+            False,
+            classad_attrs.LastState(0, "", 1, 2),
+            "a b",
+        ),
+    ],
+)
+def test_state_encoding_round_trips(state: ReportedState) -> None:
+    decoded = classad_attrs.decode_state(encode_state(state))
+    expected_flags = (bool(state.is_started), bool(state.ready))
+    assert decoded is not None
+    assert (decoded.is_started, decoded.ready) == expected_flags
+    assert decoded.last == state.last and decoded.message == state.message
+    assert (decoded.state, decoded.exit_code, decoded.restarts) == (
+        state.state,
+        state.exit_code,
+        state.restarts,
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "running 0 - 1 2 3",
+        "running 0 - 1 2 x - -",
+        "running 0 - 1 2 0 Q -",
+        "running 0 - 1 2 0 - 1:2",
+    ],
+)
+def test_malformed_states_are_ignored(value: str) -> None:
+    assert classad_attrs.decode_state(value) is None
+
+
+def test_long_messages_are_cut_for_the_job_ad() -> None:
+    encoded = encode_state(ReportedState("waiting", message="x" * 5000))
+    decoded = classad_attrs.decode_state(encoded)
+    assert decoded is not None and len(decoded.message) == classad_attrs.MAX_MESSAGE
+    assert decoded.message.endswith("...")
+
+
 def test_unmatchable_names_the_resource_no_slot_offers() -> None:
     from interlink_htcondor.core.pod_status import unmatchable
 
@@ -377,3 +498,67 @@ def test_unmatchable_names_the_resource_no_slot_offers() -> None:
     assert why is not None and "204800 MiB memory" in why and "16384 MiB" in why
     assert "GPUs" in (unmatchable({"RequestGPUs": 1}, largest) or "")
     assert unmatchable({"RequestMemory": 10**9}, {}) is None  # nothing known yet
+
+
+# A Dask worker (like many servers) exits 0 on the SIGTERM that a hold or a condor_rm sends:
+# its own "terminated 0" must not read as a normal completion.
+
+
+def test_running_container_stopped_by_a_hold_is_held_not_completed() -> None:
+    held_at = int(NOW) - 10
+    a = ad(
+        HELD,
+        HoldReason="Job was held by the admin: quota",
+        EnteredCurrentStatus=held_at,
+        InterlinkStateI0=st("terminated", 0, "", 1, 2),  # ended long before the hold
+        InterlinkStateC0=st("terminated", 0, "Completed", 3, held_at + 1),
+        InterlinkStateC1=st("running", start=3),
+    )
+    r = run(a)
+    assert not r.terminal
+    assert states(r, "initContainers")[0]["terminated"]["reason"] == "Completed"
+    for s in states(r):
+        assert s["waiting"]["reason"] == "JobHeld"
+        assert "quota" in s["waiting"]["message"]
+
+
+def test_container_stopped_by_a_hold_fails_past_the_grace() -> None:
+    held_at = int(NOW) - 400
+    a = ad(
+        HELD,
+        HoldReason="quota",
+        EnteredCurrentStatus=held_at,
+        InterlinkStateC0=st("terminated", 0, "Completed", 3, held_at),
+        InterlinkStateC1=st("terminated", 0, "Completed", 3, held_at + 2),
+    )
+    r = run(a)
+    assert r.terminal and r.remove_reason is not None
+    for s in states(r):
+        t = s["terminated"]
+        assert (t["reason"], t["exitCode"]) == ("JobHeld", 143)  # 0 after the hold's SIGTERM
+        assert "quota" in t["message"]
+        assert t["startedAt"] == rfc3339(3)
+
+
+@pytest.mark.parametrize("from_history", [False, True])
+def test_container_stopped_by_a_removal_is_removed_not_completed(from_history: bool) -> None:
+    removed_at = int(NOW) - 10
+    a = ad(
+        REMOVED,
+        LastJobStatus=RUNNING,
+        RemoveReason="via condor_rm (by user alice)",
+        EnteredCurrentStatus=removed_at,
+        InterlinkStateI0=st("terminated", 0, "", 1, 2),
+        InterlinkStateC0=st("terminated", 0, "Completed", 3, removed_at + 1),
+        InterlinkStateC1=st("terminated", 143, "Error", 3, removed_at + 1),
+        **({FROM_HISTORY: True} if from_history else {}),
+    )
+    r = run(a)
+    assert states(r, "initContainers")[0]["terminated"]["reason"] == "Completed"
+    main, side = (s["terminated"] for s in states(r))
+    for t in (main, side):
+        assert t["reason"] == "JobRemoved"
+        assert "condor_rm (by user alice)" in t["message"]
+    # The pod fails: exit 0 after SIGTERM becomes 143, as if the signal had killed it.
+    assert main["exitCode"] == 143 and "exited with code 0" in main["message"]
+    assert side["exitCode"] == 143

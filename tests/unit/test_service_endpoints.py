@@ -497,7 +497,11 @@ def test_logs_with_kubectl_options(client: TestClient, gateway: FakeGateway) -> 
     stamped = logs(client, p, Tail=1, Timestamps=True).text
     assert stamped.endswith("Z two\n") and stamped.startswith(time.strftime("%Y-"))
     r = logs(client, p, Previous=True)
-    assert r.status_code == 400 and "never restarted" in r.text
+    assert r.status_code == 400 and "previous terminated container 'main'" in r.text
+    # After a restart, the wrapper keeps the instance before it; Previous never follows.
+    previous = log.with_name("main" + jobspec.PREVIOUS_LOG)
+    previous.write_text(cri([(now - 200, "first life")]))
+    assert logs(client, p, Previous=True, Follow=True).text == "first life\n"
     r = logs(client, p, Tail="3")
     assert r.status_code == 422 and "Tail must be an integer" in r.text
     # Follow a container that has ended: everything, then the end of the stream.

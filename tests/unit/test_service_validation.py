@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from interlink_htcondor.core.classad_attrs import LastState
 from interlink_htcondor.core.status_file import parse_status_file
 from interlink_htcondor.service.app import create_app
 from interlink_htcondor.service.json_logging import JsonFormatter, session_var
@@ -125,6 +126,27 @@ def test_create_rejects_absurd_quantities(client: TestClient) -> None:
     assert "hello" in r.text  # names the pod
 
 
+def test_create_refuses_an_amplifying_pod_with_the_limit(client: TestClient) -> None:
+    # 39 levels of doubling in 2 KB once grew the plugin to 24 GB.
+    p = pod()
+    env = [{"name": "V0", "value": "x" * 40}]
+    env += [{"name": f"V{i}", "value": f"$(V{i - 1})$(V{i - 1})"} for i in range(1, 40)]
+    p["spec"]["containers"][0]["env"] = env
+    r = send(client, "POST", "/create", create_body(p))
+    assert r.status_code == 422, r.text
+    assert r.text.startswith("pod default/hello cannot run: container 'main': env 'V12':")
+    assert "131072 bytes" in r.text and "limits.max_value_bytes" in r.text
+
+
+def test_create_refuses_a_hostile_requirements_annotation(client: TestClient) -> None:
+    p = pod()
+    p["metadata"]["annotations"] = {
+        "htcondor.interlink.eu/requirements": "true ]\x1fexecutable = /bin/evil"
+    }
+    r = send(client, "POST", "/create", create_body(p))
+    assert r.status_code == 422 and "requirements" in r.text
+
+
 def test_create_rejects_malformed_quantity(client: TestClient) -> None:
     p = pod()
     p["spec"]["containers"][0]["resources"] = {"limits": {"memory": "lots"}}
@@ -167,8 +189,6 @@ def test_logs_validation(client: TestClient) -> None:
         {**base, "Opts": {"SinceSeconds": 5, "SinceTime": "2026-01-01T00:00:00Z"}},
     )
     assert r.status_code == 400 and "only one" in r.text
-    r = send(client, "GET", "/getLogs", {**base, "Opts": {"Previous": True}})
-    assert r.status_code == 400 and "previous" in r.text
     r = send(client, "GET", "/getLogs", {"Namespace": "default"})
     assert r.status_code == 422 and "PodUID" in r.text
     r = send(client, "GET", "/getLogs", [base])
@@ -322,6 +342,15 @@ def test_read_status_file(tmp_path: Path) -> None:
                         "started": 3,
                         "finished": 4,
                         "restart_count": 1,
+                        "is_started": False,
+                        "ready": False,
+                        "last_state": {
+                            "exit_code": 137,
+                            "reason": "Error",
+                            "message": "Liveness probe failed",
+                            "started": 1,
+                            "finished": 2,
+                        },
                     },
                     {"name": "bad", "state": "exploded"},
                 ],
@@ -330,8 +359,10 @@ def test_read_status_file(tmp_path: Path) -> None:
     )
     states = parse_status_file(f.read_bytes())
     assert set(states) == {"i", "c"}
-    assert states["c"].state.exit_code == 127 and states["c"].message.endswith("not found")
-    assert states["c"].restart_count == 1
+    assert states["c"].exit_code == 127 and states["c"].message == "exec: nope: not found"
+    assert states["c"].restarts == 1 and states["c"].last == LastState(137, "Error", 1, 2)
+    assert (states["c"].is_started, states["c"].ready) == (False, False)
+    assert states["i"].last is None and states["i"].ready is None
     assert parse_status_file(b"") == {}
     assert parse_status_file(b"[1,2") == {}
     assert parse_status_file(b"[" * 100_000) == {}  # the job writes the file: anything goes

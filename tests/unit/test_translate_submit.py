@@ -243,9 +243,9 @@ def test_default_grace_is_kubernetes() -> None:
 @pytest.mark.parametrize(
     ("lifecycle", "match"),
     [
-        ({"preStop": {"httpGet": {"path": "/stop", "port": 80}}}, "only exec preStop"),
-        ({"preStop": {"sleep": {"seconds": 5}}}, "only exec preStop"),
-        ({"postStart": {"exec": {"command": ["true"]}}}, "postStart"),
+        ({"preStop": {"tcpSocket": {"port": 80}}}, "tcpSocket is not a lifecycle handler"),
+        ({"preStop": {"sleep": {"seconds": 31}}}, "at most the pod's terminationGracePeriod"),
+        ({"postStart": {}}, "postStart: needs exactly one of exec, httpGet or sleep"),
         ({"preStop": {"exec": {"command": []}}}, "needs a command"),
     ],
 )
@@ -340,7 +340,8 @@ def test_container_universe_with_image_entrypoint() -> None:
             "no volume mounts",
         ),
         (pod(container(workingDir="/w")), "no workingDir"),
-        (pod(container(lifecycle={"preStop": {"exec": {"command": ["x"]}}})), "no preStop"),
+        (pod(container(lifecycle={"preStop": {"exec": {"command": ["x"]}}})), "no lifecycle"),
+        (pod(container(readinessProbe={"tcpSocket": {"port": 80}})), "no probes"),
         (
             pod(annotations={"htcondor.interlink.eu/apptainer-options": "--nv"}),
             "no apptainer options",
@@ -358,8 +359,10 @@ def test_container_universe_with_image_entrypoint() -> None:
     ],
 )
 def test_container_modes_refuse_what_they_cannot_run(p: dict[str, Any], match: str) -> None:
+    # The site allows the features, so that the container mode is what refuses them.
+    policy = {"allow_apptainer_options": True, "prologue_namespaces": ["*"]}
     with pytest.raises(TranslationError, match=match) as e:
-        translate(request(p), cfg(containers={"mode": "container_universe"}))
+        translate(request(p), cfg(containers={"mode": "container_universe"}, policy=policy))
     assert "containers.mode apptainer" in str(e.value)
 
 

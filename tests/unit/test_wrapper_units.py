@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import time
 
@@ -20,14 +21,15 @@ def test_source_is_python36_syntax() -> None:
 def test_imports_only_the_standard_library() -> None:
     tree = ast.parse(WRAPPER.read_text())
     stdlib = {
-        "contextlib", "json", "os", "re", "select", "shutil", "signal", "subprocess", "sys",
-        "threading", "time", "typing",
+        "contextlib", "http", "json", "os", "re", "select", "shutil", "signal", "socket",
+        "ssl", "subprocess", "sys", "threading", "time", "typing", "urllib",
     }  # fmt: skip
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             assert {a.name.split(".")[0] for a in node.names} <= stdlib
         elif isinstance(node, ast.ImportFrom):
-            assert node.module in stdlib and node.level == 0
+            assert node.module is not None and node.level == 0
+            assert node.module.split(".")[0] in stdlib
 
 
 def test_compiles_with_the_oldest_python_here() -> None:
@@ -40,18 +42,49 @@ def test_compiles_with_the_oldest_python_here() -> None:
 @pytest.mark.parametrize(
     "state",
     [
-        classad_attrs.ReportedState("waiting"),
-        classad_attrs.ReportedState("running", 0, "", 1700000000, 0),
-        classad_attrs.ReportedState("terminated", 137, "OOMKilled", 1700000000, 1700000042),
-        classad_attrs.ReportedState("waiting", 1, "CrashLoopBackOff", 1700000000, 1700000001),
+        classad_attrs.ReportedState("waiting", 0, "", 0, 0, 0, False, False),
+        classad_attrs.ReportedState("running", 0, "", 1700000000, 0, 0, True, True),
+        classad_attrs.ReportedState("running", 0, "", 1700000000, 0, 2, True, False),
+        classad_attrs.ReportedState(
+            "terminated", 137, "OOMKilled", 1700000000, 1700000042, 0, False, False
+        ),
+        classad_attrs.ReportedState(
+            "waiting",
+            137,
+            "CrashLoopBackOff",
+            1700000000,
+            1700000001,
+            3,
+            False,
+            False,
+            classad_attrs.LastState(137, "Error", 1699999990, 1700000000),
+            "back-off 10s restarting failed container=web: Liveness probe failed: "
+            'Get "http://127.0.0.1:8080/": dial tcp 127.0.0.1:8080: connect: refused \\ \n x',
+        ),
     ],
 )
 def test_state_encoding_matches_attrs(state: classad_attrs.ReportedState) -> None:
+    last = state.last
     encoded = w.encode_state(
-        state.state, state.exit_code, state.reason, state.started, state.finished
+        state.state,
+        state.exit_code,
+        state.reason,
+        state.started,
+        state.finished,
+        state.restarts,
+        ("S" if state.is_started else "") + ("R" if state.ready else ""),
+        None if last is None else (last.exit_code, last.reason, last.started, last.finished),
+        state.message,
     )
     assert encoded == classad_attrs.encode_state(state)
-    assert classad_attrs.decode_state(encoded) == state
+    assert '"' not in encoded and "\\" not in encoded and "\n" not in encoded
+    decoded = classad_attrs.decode_state(encoded)
+    assert decoded == dataclasses.replace(state, message=classad_attrs.clean_message(state.message))
+
+
+def test_clean_message_matches_attrs() -> None:
+    for text in ['a "b" \\ c\n\td\x1b', "x" * 5000, "ünïcode ✓", ""]:
+        assert w.clean_message(text) == classad_attrs.clean_message(text)
 
 
 def test_state_attribute_names_match_attrs() -> None:
@@ -75,6 +108,8 @@ def test_constants_match_jobspec() -> None:
     assert w.LOG_DIR == jobspec.LOG_DIR
     assert w.VOLUME_DIR == jobspec.VOLUME_DIR
     assert w.STATUS_FILE == jobspec.STATUS_FILE
+    assert w.PREVIOUS_LOG == jobspec.PREVIOUS_LOG
+    assert w.MAX_MESSAGE == classad_attrs.MAX_MESSAGE
 
 
 def _full_spec() -> jobspec.JobSpec:
@@ -106,7 +141,7 @@ def _full_spec() -> jobspec.JobSpec:
                     ),
                 ],
                 memory_limit_bytes=1 << 30,
-                pre_stop=jobspec.ExecSpec(argv=["sh", "-c", "sleep 1"]),
+                pre_stop=jobspec.HandlerSpec(argv=["sh", "-c", "sleep 1"]),
                 apptainer_args=["--nv"],
             )
         ],
@@ -211,13 +246,13 @@ def test_apptainer_command_layout() -> None:
     )
     assert cmd == [
         "/opt/apptainer", "--silent", "exec", "--nv", "--writable-tmpfs",
-        "--contain", "--cleanenv", "--workdir", "/wd", "--no-eval",
+        "--containall", "--no-mount", "hostfs,cwd", "--workdir", "/wd", "--no-eval",
         "--bind", "/a:/b", "--pwd", "/w", "/img.sif", "echo", "hi",
     ]  # fmt: skip
     run = w.apptainer_command({}, {"image": "i"}, "run", [], [], "/wd", "/home/x", False)
     assert run == [
-        "apptainer", "--silent", "run", "--contain", "--cleanenv", "--workdir", "/wd",
-        "--home", "/wd/home:/home/x", "--pwd", "/", "i",
+        "apptainer", "--silent", "run", "--containall", "--no-mount", "hostfs,cwd",
+        "--workdir", "/wd", "--home", "/wd/home:/home/x", "--pwd", "/", "i",
     ]  # fmt: skip
 
 

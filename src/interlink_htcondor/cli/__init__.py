@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "pool": ("interlink_htcondor.cli.pool", "run a personal HTCondor + Apptainer pool"),
     "cluster": ("interlink_htcondor.cli.cluster", "run Kubernetes + interLink's virtual node"),
+    "hub": ("interlink_htcondor.cli.hub", "run a personal JupyterHub with the Dask sidebar"),
     "serve": ("interlink_htcondor.cli.serve", "serve the interLink plugin API"),
     "render": ("interlink_htcondor.cli.render", "print the job a pod manifest becomes"),
     "submit": ("interlink_htcondor.cli.submit", "send a pod to a running plugin"),

@@ -8,12 +8,17 @@ CRI entry per line: ``<RFC3339Nano UTC> <stdout|stderr> <F|P> <text>``. ``F`` en
 - ``Tail`` keeps the last N lines of what is left;
 - ``Timestamps`` prefixes each line with its timestamp (otherwise the CRI prefix is cut);
 - ``Bytes`` (``LimitBytes``) cuts the output after N bytes, 0 meaning no limit;
-- ``Follow`` keeps streaming new lines until the container has ended.
+- ``Follow`` keeps streaming new lines until the container has ended, or until the
+  instance followed is replaced by a restart (the kubelet follows one instance).
+
+The job wrapper moves a restarted container's previous log to
+``<container>.previous.log`` (``Previous``), and starts a new ``<container>.log``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections import deque
@@ -225,6 +230,47 @@ def _read_entries(f: BinaryIO, cri: bool, final: bool) -> tuple[list[Entry], int
     return entries, consumed
 
 
+class _Follower:
+    """The files of one followed source, kept open: a CRI log renamed away by a restart is
+    read to its end through its open handle, then the stream ends."""
+
+    def __init__(self, source: LogSource) -> None:
+        self.source = source
+        self.files: list[BinaryIO | None] = [None] * len(source.paths)
+        self.offsets = [0] * len(source.paths)
+
+    def read(self, final: bool) -> tuple[list[Entry], bool]:
+        """New entries, and whether the instance followed was replaced (then read whole)."""
+        entries: list[Entry] = []
+        replaced = False
+        for i, path in enumerate(self.source.paths):
+            f = self.files[i]
+            if f is None:
+                try:
+                    f = self.files[i] = path.open("rb")
+                except FileNotFoundError:
+                    continue
+            moved = self.source.cri and _replaced(path, f)
+            replaced = replaced or moved
+            f.seek(self.offsets[i])
+            got, consumed = _read_entries(f, self.source.cri, final or moved)
+            entries += got
+            self.offsets[i] += consumed
+        return entries, replaced
+
+    def close(self) -> None:
+        for f in self.files:
+            if f is not None:
+                f.close()
+
+
+def _replaced(path: Path, f: BinaryIO) -> bool:
+    try:
+        return path.stat().st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return True
+
+
 def _read_from(source: LogSource, offsets: list[int], final: bool) -> tuple[list[Entry], list[int]]:
     entries: list[Entry] = []
     new_offsets = list(offsets)
@@ -265,8 +311,26 @@ async def follow_log(
     """
     src = source if isinstance(source, LogSource) else LogSource((source,))
     opts = src.options(opts)
+    follower = _Follower(src)
+    try:
+        async for chunk in _follow(
+            follower, opts, is_done, heartbeat_seconds, poll_seconds, done_check_seconds, clock
+        ):
+            yield chunk
+    finally:
+        follower.close()
+
+
+async def _follow(
+    follower: _Follower,
+    opts: LogOptions,
+    is_done: Callable[[], Awaitable[bool]],
+    heartbeat_seconds: float,
+    poll_seconds: float,
+    done_check_seconds: float,
+    clock: Callable[[], float],
+) -> AsyncIterator[bytes]:
     budget = opts.limit_bytes or -1
-    offsets = [0] * len(src.paths)
     carry: list[Entry] = []  # partial entries whose line is not complete yet
     started = False
     last_sent = clock()
@@ -275,7 +339,8 @@ async def follow_log(
     loop = asyncio.get_running_loop()
 
     while True:
-        entries, offsets = await loop.run_in_executor(None, _read_from, src, offsets, done)
+        entries, replaced = await loop.run_in_executor(None, follower.read, done)
+        done = done or replaced
         entries = carry + entries
         carry = []
         if not done:

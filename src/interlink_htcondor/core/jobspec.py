@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPEC_VERSION = 1
 SPEC_FILE = "pod.json"
 WRAPPER_FILE = "interlink-job-wrapper.py"
 LOG_DIR = "logs"
+PREVIOUS_LOG = ".previous.log"  # logs/<container>.previous.log: the instance before a restart
 VOLUME_DIR = "volumes"
 STATUS_FILE = "status.json"  # written by the wrapper (see ``core.status_file``)
 
@@ -44,10 +45,50 @@ class MountSpec(_Strict):
     read_only: bool = False
 
 
-class ExecSpec(_Strict):
-    """A command run in the container (a hook), as an argv list."""
+class HttpGetSpec(_Strict):
+    """An HTTP GET of a probe or hook, sent from the execute point (``host`` resolved)."""
 
-    argv: list[str]
+    scheme: Literal["http", "https"] = "http"
+    host: str = "127.0.0.1"
+    port: int
+    path: str = "/"  # with its query, if any
+    headers: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class TcpSocketSpec(_Strict):
+    """A TCP connect of a probe."""
+
+    host: str = "127.0.0.1"
+    port: int
+
+
+class HandlerSpec(_Strict):
+    """One probe or lifecycle action: exactly one of ``argv`` (exec in the container's
+    environment), ``http_get``, ``tcp_socket`` or ``sleep_seconds``."""
+
+    argv: list[str] | None = None
+    http_get: HttpGetSpec | None = None
+    tcp_socket: TcpSocketSpec | None = None
+    sleep_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HandlerSpec:
+        actions = (self.argv, self.http_get, self.tcp_socket, self.sleep_seconds)
+        if sum(a is not None for a in actions) != 1:
+            raise ValueError("a handler needs exactly one action")
+        return self
+
+
+class ProbeSpec(HandlerSpec):
+    """A probe with the kubelet's timings (defaults already applied by the translator)."""
+
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    # Liveness and startup probes only: the grace period of the kill that follows a failure.
+    termination_grace_seconds: int | None = None
 
 
 class ContainerSpec(_Strict):
@@ -61,7 +102,11 @@ class ContainerSpec(_Strict):
     env: list[tuple[str, str]] = Field(default_factory=list)  # ordered, already expanded
     mounts: list[MountSpec] = Field(default_factory=list)
     memory_limit_bytes: int | None = None
-    pre_stop: ExecSpec | None = None
+    post_start: HandlerSpec | None = None
+    pre_stop: HandlerSpec | None = None
+    startup_probe: ProbeSpec | None = None
+    liveness_probe: ProbeSpec | None = None
+    readiness_probe: ProbeSpec | None = None
     apptainer_args: list[str] = Field(default_factory=list)
 
 

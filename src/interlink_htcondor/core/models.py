@@ -24,6 +24,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictInt,
+    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -168,11 +170,59 @@ class ExecAction(_K8s):
     command: StrList = Field(default_factory=list)
 
 
+# A port by number or by the name of one of the container's ports (IntOrString).
+PortRef = StrictInt | StrictStr
+
+
+class HTTPHeader(_K8s):
+    name: str = Field(min_length=1)
+    value: str = ""
+
+
+class HTTPGetAction(_K8s):
+    path: str = ""
+    port: PortRef
+    host: str = ""
+    scheme: str = "HTTP"
+    http_headers: Annotated[list[HTTPHeader], BeforeValidator(_none_to_list)] = Field(
+        default_factory=list
+    )
+
+
+class TCPSocketAction(_K8s):
+    port: PortRef
+    host: str = ""
+
+
+class GRPCAction(_K8s):
+    port: int
+    service: str | None = None
+
+
+class SleepAction(_K8s):
+    seconds: StrictInt
+
+
 class LifecycleHandler(_K8s):
     exec: ExecAction | None = None
-    http_get: dict[str, Any] | None = None
-    tcp_socket: dict[str, Any] | None = None
-    sleep: dict[str, Any] | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    sleep: SleepAction | None = None
+
+
+class Probe(_K8s):
+    """A container probe; unset (or 0) timings get the API server's defaults."""
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    initial_delay_seconds: StrictInt | None = None
+    timeout_seconds: StrictInt | None = None
+    period_seconds: StrictInt | None = None
+    success_threshold: StrictInt | None = None
+    failure_threshold: StrictInt | None = None
+    termination_grace_period_seconds: StrictInt | None = None
 
 
 class Lifecycle(_K8s):
@@ -201,6 +251,9 @@ class Container(_K8s):
         default_factory=list
     )
     lifecycle: Lifecycle | None = None
+    startup_probe: Probe | None = None
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
     ports: Annotated[list[ContainerPort], BeforeValidator(_none_to_list)] = Field(
         default_factory=list
     )
@@ -573,6 +626,7 @@ class ContainerStatus(_Out):
     image: str = ""
     image_id: str = Field("", alias="imageID")
     started: bool | None = None
+    last_state: ContainerState | None = None
 
 
 class PodStatus(_Out):

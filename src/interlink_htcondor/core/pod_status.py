@@ -13,13 +13,12 @@ rules here are what makes a pod Pending, Running, Succeeded or Failed in Kuberne
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
 from interlink_htcondor.core.models import PodRef, rfc3339
-from interlink_htcondor.core.status_file import ContainerReport
 
 # HTCondor JobStatus codes.
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
@@ -40,6 +39,13 @@ MAX_TRACKED_CONTAINERS = 32
 # Exit codes for containers the job ended without them reporting one themselves.
 EXIT_KILLED = 137  # like a container killed by the kubelet (128 + SIGKILL)
 EXIT_FAILED = 1
+# A container that exited 0 on the SIGTERM of a hold or a removal (as a Dask worker does):
+# reported as if the signal had killed it, so the pod fails instead of succeeding.
+EXIT_STOPPED = 143
+
+# A container that ended this close to the job's hold or removal, or after it, was stopped
+# by it (the execute point's clock may lag the schedd's by a little).
+STOP_SKEW_SECONDS = 5
 
 # Set by the gateway on ads that come from the schedd's history (not a ClassAd attribute).
 FROM_HISTORY = "_InterlinkFromHistory"
@@ -141,7 +147,7 @@ def pod_status(
     *,
     now: float,
     held_grace_seconds: int,
-    file_states: Mapping[str, ContainerReport] | None = None,
+    file_states: Mapping[str, classad_attrs.ReportedState] | None = None,
     diagnosis: str | None = None,
 ) -> StatusResult | None:
     """Map a job ad to the pod's status.
@@ -169,29 +175,29 @@ def pod_status(
     elif status in (RUNNING, SUSPENDED, TRANSFERRING_OUTPUT):
         states = view.live_states(init_names, app_names)
     elif status == HELD:
-        held_for = now - _int(ad, classad_attrs.HELD_SINCE, int(now))
+        since = _int(ad, classad_attrs.HELD_SINCE, int(now))
         reason = _str(ad, "HoldReason") or "no reason given"
-        if held_for >= held_grace_seconds:
+        if now - since >= held_grace_seconds:
             remove_reason = f"held for more than {held_grace_seconds} s: {reason}"
             end = _Terminated(EXIT_FAILED, "JobHeld", f"HTCondor job {jid} was {remove_reason}")
             states = view.final_states(init_names, app_names, end)
+            _stopped_by(states, end, since)
         else:
             message = (
                 f"HTCondor job {jid} is held: {reason} (the pod fails if still held "
                 f"{held_grace_seconds} s after the hold)"
             )
-            states = view.held_states(init_names, app_names, _Waiting("JobHeld", message))
+            states = view.held_states(init_names, app_names, _Waiting("JobHeld", message), since)
     elif status == REMOVED:
         why = _str(ad, "RemoveReason") or "no reason given"
         end = _Terminated(EXIT_KILLED, "JobRemoved", f"HTCondor job {jid} was removed: {why}")
         if is_stopping(ad):
             # Still in the queue while the wrapper runs preStop hooks and stops the
-            # containers: they end with their own exit codes in a moment.
+            # containers: they end in a moment.
             states = view.live_states(init_names, app_names)
-            _annotate(states, end.message, _int(ad, classad_attrs.HELD_SINCE))
         else:
             states = view.final_states(init_names, app_names, end)
-            _annotate(states, end.message, _int(ad, classad_attrs.HELD_SINCE))
+        _stopped_by(states, end, _int(ad, classad_attrs.HELD_SINCE))
     elif status == COMPLETED:
         states = view.final_states(init_names, app_names, _job_exit(ad, jid))
     else:
@@ -200,12 +206,10 @@ def pod_status(
 
     _apply_init_failure(states, init_names, app_names)
     init_list = [
-        _render(n, images, pod, s, "init", view.restarts(n))
-        for n, s in zip(init_names, states["init"], strict=True)
+        _render(n, images, pod, s, "init") for n, s in zip(init_names, states["init"], strict=True)
     ]
     app_list = [
-        _render(n, images, pod, s, "app", view.restarts(n))
-        for n, s in zip(app_names, states["app"], strict=True)
+        _render(n, images, pod, s, "app") for n, s in zip(app_names, states["app"], strict=True)
     ]
     terminal = all(isinstance(s, _Terminated) for s in states["app"]) and bool(app_list)
     return StatusResult(
@@ -226,18 +230,29 @@ def pod_status(
 
 
 @dataclass(frozen=True)
-class _Waiting:
+class _Restarts:
+    """How many times the container was restarted, and how its previous instance ended."""
+
+    restarts: int = field(default=0, kw_only=True)
+    last: classad_attrs.LastState | None = field(default=None, kw_only=True)
+
+
+@dataclass(frozen=True)
+class _Waiting(_Restarts):
     reason: str
     message: str = ""
 
 
 @dataclass(frozen=True)
-class _Running:
+class _Running(_Restarts):
     started: int = 0
+    # Reported by the wrapper's probes; None (older wrappers) means started and ready.
+    is_started: bool | None = None
+    ready: bool | None = None
 
 
 @dataclass(frozen=True)
-class _Terminated:
+class _Terminated(_Restarts):
     exit_code: int
     reason: str = ""
     message: str = ""
@@ -256,7 +271,7 @@ class _JobView:
         ad: Mapping[str, Any],
         jid: str,
         now: float,
-        file_states: Mapping[str, ContainerReport],
+        file_states: Mapping[str, classad_attrs.ReportedState],
     ) -> None:
         self.ad = ad
         self.jid = jid
@@ -264,28 +279,27 @@ class _JobView:
         self.file_states = file_states
         self.job_started = _int(ad, "JobCurrentStartDate") or _int(ad, "JobStartDate")
 
-    def reported(self, kind: Kind, index: int, name: str) -> ContainerReport | None:
+    def reported(self, kind: Kind, index: int, name: str) -> classad_attrs.ReportedState | None:
         raw = self.ad.get(classad_attrs.state_attr(kind, index))
         chirped = classad_attrs.decode_state(raw) if isinstance(raw, str) else None
         from_file = self.file_states.get(name)
         if from_file is not None:
             # status.json is written after each chirp, so it wins over a stale attribute;
-            # it also carries the message the one-token chirp encoding cannot.
+            # it also carries the whole message, which the job ad gets cut and cleaned.
             return from_file
-        return None if chirped is None else ContainerReport(chirped)
+        return chirped
 
-    def _from_report(self, rep: ContainerReport) -> _State:
-        s = rep.state
+    def _from_report(self, s: classad_attrs.ReportedState) -> _State:
+        n, last = s.restarts, s.last
         if s.state == "terminated":
             reason = s.reason or ("Completed" if s.exit_code == 0 else "Error")
-            return _Terminated(s.exit_code, reason, rep.message, s.started, s.finished)
+            return _Terminated(
+                s.exit_code, reason, s.message, s.started, s.finished, restarts=n, last=last
+            )
         if s.state == "running":
-            return _Running(s.started or self.job_started)
-        return _Waiting(s.reason or "ContainerCreating", rep.message)
-
-    def restarts(self, name: str) -> int:
-        f = self.file_states.get(name)
-        return f.restart_count if f is not None else 0
+            started = s.started or self.job_started
+            return _Running(started, s.is_started, s.ready, restarts=n, last=last)
+        return _Waiting(s.reason or "ContainerCreating", s.message, restarts=n, last=last)
 
     def live_states(self, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
         starting = _Waiting("ContainerCreating", f"HTCondor job {self.jid} is starting")
@@ -297,14 +311,15 @@ class _JobView:
         return out
 
     def held_states(
-        self, init: Sequence[str], app: Sequence[str], waiting: _Waiting
+        self, init: Sequence[str], app: Sequence[str], waiting: _Waiting, since: int
     ) -> dict[Kind, list[_State]]:
-        """Finished containers keep their result; the others wait on the hold."""
+        """Containers that ended before the hold keep their result; the others, and those
+        the hold stopped, wait on the hold."""
         out = self.live_states(init, app)
         for states in out.values():
             for i, s in enumerate(states):
-                if not isinstance(s, _Terminated):
-                    states[i] = waiting
+                if not isinstance(s, _Terminated) or _ended_by_stop(s, since):
+                    states[i] = replace(waiting, restarts=s.restarts, last=s.last)
         return out
 
     def final_states(
@@ -328,6 +343,8 @@ class _JobView:
                     end.message,
                     started or (self.job_started if isinstance(s, _Running) else 0),
                     finished,
+                    restarts=s.restarts,
+                    last=s.last,
                 )
         return out
 
@@ -341,15 +358,27 @@ def is_stopping(ad: Mapping[str, Any]) -> bool:
     )
 
 
-def _annotate(states: dict[Kind, list[_State]], message: str, since: int) -> None:
-    """Say why containers that ended with the job's removal ended (they say nothing)."""
+def _ended_by_stop(s: _Terminated, since: int) -> bool:
+    """``s`` ended when the job was held or removed at ``since``, or after: stopped by it."""
+    return bool(since) and s.finished >= since - STOP_SKEW_SECONDS
+
+
+def _stopped_by(states: dict[Kind, list[_State]], end: _Terminated, since: int) -> None:
+    """Containers the hold or removal stopped carry its reason and HTCondor's message, never
+    a normal completion: one that exited 0 on the SIGTERM is reported as killed by it."""
     for kind, group in states.items():
-        states[kind] = [
-            replace(s, message=message)
-            if isinstance(s, _Terminated) and not s.message and (s.finished or since) >= since
-            else s
-            for s in group
-        ]
+        out: list[_State] = []
+        for s in group:
+            if isinstance(s, _Terminated) and s.reason != end.reason and _ended_by_stop(s, since):
+                note = " (the container exited with code 0 when stopped)" if not s.exit_code else ""
+                s = replace(
+                    s,
+                    exit_code=s.exit_code or EXIT_STOPPED,
+                    reason=end.reason,
+                    message=end.message + note,
+                )
+            out.append(s)
+        states[kind] = out
 
 
 def _all(s: _State, init: Sequence[str], app: Sequence[str]) -> dict[Kind, list[_State]]:
@@ -428,14 +457,7 @@ def _lost(pod: PodRef) -> StatusResult:
     )
 
 
-def _render(
-    name: str,
-    images: Mapping[str, str],
-    pod: PodRef,
-    s: _State,
-    kind: Kind,
-    restarts: int = 0,
-) -> Json:
+def _render(name: str, images: Mapping[str, str], pod: PodRef, s: _State, kind: Kind) -> Json:
     state: Json
     if isinstance(s, _Waiting):
         state = {"waiting": _drop_empty({"reason": s.reason, "message": s.message})}
@@ -453,16 +475,31 @@ def _render(
                 }
             )
         }
-    running = isinstance(s, _Running)
-    return {
+    # Started: running and past its startup probe. Ready: started and its readiness probe
+    # passing (no probe: as soon as it runs). Init containers are never ready.
+    started = isinstance(s, _Running) and s.is_started is not False
+    ready = started and kind == "app" and isinstance(s, _Running) and s.ready is not False
+    out: Json = {
         "name": name,
         "state": state,
-        "ready": running and kind == "app",
-        "started": running,
-        "restartCount": restarts,
+        "ready": ready,
+        "started": started,
+        "restartCount": s.restarts,
         "image": pod.images.get(name) or images.get(name, ""),
         "imageID": images.get(name, ""),
     }
+    if s.last is not None:
+        out["lastState"] = {
+            "terminated": _drop_empty(
+                {
+                    "exitCode": s.last.exit_code,
+                    "reason": s.last.reason or ("Completed" if s.last.exit_code == 0 else "Error"),
+                    "startedAt": rfc3339(s.last.started),
+                    "finishedAt": rfc3339(s.last.finished),
+                }
+            )
+        }
+    return out
 
 
 def _drop_empty(d: Json) -> Json:

@@ -1,38 +1,27 @@
 """The job wrapper's ``status.json``: each container's last state, as the wrapper wrote it.
 
 The wrapper (``jobside/wrapper.py``) rewrites the file after every change of a container's
-state, and once more when the pod ends. It carries what the one-token chirped attributes
-cannot (the message, the restart count), and it survives a chirp that never reached the
-schedd. Parsing is pure: the service reads the bytes.
+state, and once more when the pod ends. It carries what the chirped attributes cut short
+(the whole message, a failed command's output included), and it survives a chirp that
+never reached the schedd. Parsing is pure: the service reads the bytes.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
-from interlink_htcondor.core.classad_attrs import ReportedState
+from interlink_htcondor.core.classad_attrs import LastState, ReportedState
 
 
-@dataclass(frozen=True)
-class ContainerReport:
-    """What the wrapper reported about one container: its state, plus the message and the
-    restart count that only ``status.json`` carries."""
-
-    state: ReportedState
-    message: str = ""
-    restart_count: int = 0
-
-
-def parse_status_file(data: bytes) -> dict[str, ContainerReport]:
-    """Container reports by container name; anything unreadable gives none (the job's own
-    exit code is used then)."""
+def parse_status_file(data: bytes) -> dict[str, ReportedState]:
+    """Each container's reported state by container name; anything unreadable gives none
+    (the job's own exit code is used then)."""
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError):  # the job can write anything there
         return {}
-    out: dict[str, ContainerReport] = {}
+    out: dict[str, ReportedState] = {}
     if not isinstance(doc, dict):
         return out
     for key in ("init_containers", "containers"):
@@ -44,7 +33,7 @@ def parse_status_file(data: bytes) -> dict[str, ContainerReport]:
     return out
 
 
-def _report(value: Any) -> ContainerReport | None:
+def _report(value: Any) -> ReportedState | None:
     """One entry of ``status.json``."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         return None
@@ -52,16 +41,32 @@ def _report(value: Any) -> ContainerReport | None:
     if state not in ("waiting", "running", "terminated"):
         return None
     try:
-        return ContainerReport(
-            ReportedState(
-                state,
-                int(value.get("exit_code") or 0),
-                str(value.get("reason") or ""),
-                int(value.get("started") or 0),
-                int(value.get("finished") or 0),
-            ),
-            str(value.get("message") or ""),
+        return ReportedState(
+            state,
+            int(value.get("exit_code") or 0),
+            str(value.get("reason") or ""),
+            int(value.get("started") or 0),
+            int(value.get("finished") or 0),
             int(value.get("restart_count") or 0),
+            _flag(value.get("is_started")),
+            _flag(value.get("ready")),
+            _last_state(value.get("last_state")),
+            str(value.get("message") or ""),
         )
     except (TypeError, ValueError):
         return None
+
+
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _last_state(value: Any) -> LastState | None:
+    if not isinstance(value, dict):
+        return None
+    return LastState(
+        int(value.get("exit_code") or 0),
+        str(value.get("reason") or ""),
+        int(value.get("started") or 0),
+        int(value.get("finished") or 0),
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import importlib.util
 import logging
 import math
@@ -24,6 +23,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ Json = dict[str, Any]
 
 CLUSTER_LABEL = "dask.org/cluster-name"
 COMPONENT_LABEL = "dask.org/component"
+# Scheduler metadata key under which the cluster publishes its workers' HTCondor job ids, so
+# that any client of the scheduler (a notebook attached to a Dask sidebar cluster) sees them.
+JOBS_METADATA = ("interlink-htcondor", "jobs")
 
 
 @dataclass(frozen=True)
@@ -55,10 +58,25 @@ class WorkerFailure:
     at: float
     log_tail: str = ""
 
-    def __str__(self) -> str:
+    def summary(self) -> str:
+        """One line: the worker, its job and the reason."""
         job = f" (HTCondor job {self.job_id})" if self.job_id else ""
+        return f"worker {self.name}{job}: {self.reason}"
+
+    def __str__(self) -> str:
         tail = f"\n    last log lines:\n      {self.log_tail}" if self.log_tail else ""
-        return f"worker {self.name}{job}: {self.reason}{tail}"
+        return self.summary() + tail
+
+
+_LOG_LEVEL = re.compile(r"^(FATAL|ERROR|WARNING|INFO|DEBUG):\s*")
+
+
+def new_log_lines(log_tail: str, reason: str) -> str:
+    """The lines of a worker's log tail that the failure's reason does not already say
+    (a container that cannot start puts the same error in its log, after Apptainer's
+    ``FATAL:`` label, and in its status)."""
+    lines = [ln.strip() for ln in log_tail.splitlines()]
+    return "\n      ".join(ln for ln in lines if ln and _LOG_LEVEL.sub("", ln) not in reason)
 
 
 class WorkerStartError(RuntimeError):
@@ -349,6 +367,8 @@ class PluginCluster(SpecCluster):
         self._status_interval = float(config.pick(status_interval, pc + "status-interval"))
         self._pending_warning = float(config.pick(pending_warning, pc + "pending-warning"))
         self._monitor_task: asyncio.Task[None] | None = None
+        self._waiters = 0  # wait_for_workers calls in progress (they raise with failures)
+        self._published: dict[str, str] | None = None
         self.failures: list[WorkerFailure] = []
         if token is None:
             token = _read_token(config.pick(token_file, "token-file"))
@@ -504,42 +524,52 @@ class PluginCluster(SpecCluster):
                 continue
             rec.set(observe(entries.get(n), connected=n in connected))
             phase = rec.observed.phase
-            if phase == Phase.FAILED:
+            if phase.ends_worker:
+                # Failed, held, or known never to run: reported now, not after a timeout.
                 await self._handle_end(rec)
-            elif phase == Phase.HELD and not rec.warned:
-                rec.warned = True
-                self._log(
-                    f"worker {n} (HTCondor job {rec.job_id}) is held: {rec.observed.describe()}"
-                )
             elif (
                 phase == Phase.PENDING
                 and not rec.warned
                 and time.monotonic() - rec.since > self._pending_warning
             ):
                 rec.warned = True
-                self._log(
+                self._note(
                     f"worker {n} (HTCondor job {rec.job_id}) still pending after "
                     f"{time.monotonic() - rec.since:.0f}s: {rec.observed.describe()}"
                 )
+        self._publish_jobs()
+
+    def _note(self, message: str, level: int = logging.WARNING) -> None:
+        """Keep ``message`` in the cluster manager's logs (``cluster.get_logs()``) and log
+        it, once. Cluster._log would also print it; the widget and the repr show it."""
+        self._cluster_manager_logs.append((datetime.now(), message))
+        # A wait_for_workers in progress raises with it: no second copy on stderr.
+        logger.log(logging.INFO if self._waiters else level, "%s: %s", self.name, message)
+
+    def _publish_jobs(self) -> None:
+        jobs = self.jobs()
+        if jobs != self._published and self.scheduler is not None:
+            self.scheduler.set_metadata(keys=list(JOBS_METADATA), value=jobs)
+            self._published = jobs
 
     async def _handle_end(self, rec: PodRecord) -> None:
         """A worker's job ended: record why (unless it ended cleanly) and drop it from the
         spec so that ``scale``/``adapt`` can replace it; its pod is deleted."""
         obs = rec.observed
-        clean = obs.exit_code == 0 and obs.reason in ("Completed", "")
+        clean = obs.phase == Phase.FAILED and obs.exit_code == 0 and obs.reason in ("Completed", "")
         if clean:
             logger.info("worker %s (job %s) finished", rec.name, rec.job_id)
         else:
-            failure = WorkerFailure(
-                rec.name, rec.job_id, obs.describe(), time.time(), await self._backend.log_tail(rec)
-            )
+            reason = obs.describe()
+            tail = new_log_lines(await self._backend.log_tail(rec), reason)
+            failure = WorkerFailure(rec.name, rec.job_id, reason, time.time(), tail)
             self.failures.append(failure)
-            self._log(f"worker failed: {failure}")
-            logger.warning("%s", failure)
+            self._note(f"{failure}")
         rec.set(Observed(Phase.CLOSING, obs.reason, obs.message, obs.exit_code))
-        # SpecCluster then closes the worker, which deletes its pod (and job).
+        # SpecCluster then closes the worker, which deletes its pod (and job). Shielded:
+        # cancelling the watcher (close) must not cancel the shared task close awaits too.
         self.worker_spec.pop(rec.name, None)
-        await self._correct_state()
+        await asyncio.shield(self._correct_state())
 
     # -- what the user sees -------------------------------------------------------------
 
@@ -548,59 +578,54 @@ class PluginCluster(SpecCluster):
         return {n: r.job_id for n, r in list(self._backend.records.items()) if r.job_id}
 
     def counts(self) -> Counts:
-        phases = [self._phase(n) for n in list(self.worker_spec)]
+        """Workers by phase. ``running`` counts the workers connected to the scheduler, as
+        its ``scheduler_info`` (and so the widget's Scheduler Info) does, retiring ones
+        included; the other phases count the requested workers not connected."""
+        connected = self._connected()
+        phases = [self._phase(n) for n in list(self.worker_spec) if n not in connected]
+        phases += [Phase.RUNNING] * len(connected)
         return Counts.of(phases, failed=len(self.failures), requested=len(self.worker_spec))
 
     def notes(self) -> list[str]:
-        """Held and long-pending workers with their reason, the latest failures, and a
-        plugin that does not answer."""
+        """Long-pending workers with their reason, the latest failures, and a plugin that
+        does not answer, one line each."""
         out = []
         for rec in list(self._backend.records.values()):
-            if rec.observed.phase == Phase.HELD or (
-                rec.observed.phase == Phase.PENDING and rec.warned
-            ):
+            if rec.observed.phase == Phase.PENDING and rec.warned:
                 out.append(f"{rec.name} {rec.observed.phase}: {rec.observed.describe()}")
-        out += [str(f).split("\n")[0] for f in self.failures[-5:]]
+        out += [f.summary() for f in self.failures[-5:]]
         if self._backend.last_error:
             out.append(f"plugin not answering: {self._backend.last_error}")
         return out
 
     def __repr__(self) -> str:
         base = str(super().__repr__())
-        return base[:-1] + f", {self.counts().text()})"
+        last = f"; last failure: {self.failures[-1].summary()}" if self.failures else ""
+        return base[:-1] + f", {self.counts().text()}{last})"
 
-    def _pods_html(self) -> str:
+    def _repr_html_(self, cluster_status: str | None = None) -> str:
+        from interlink_htcondor.dask.widget import status_rows
+
+        unreachable = self._backend.last_error
+        status = status_rows(
+            self.counts(),
+            self._pod_rows(),
+            [f"plugin not answering: {unreachable}"] if unreachable else [],
+        )
+        return str(super()._repr_html_(cluster_status=status + (cluster_status or "")))
+
+    def _pod_rows(self) -> list[tuple[str, str, str, str]]:
+        """(worker, HTCondor job, phase, reason) of each requested worker, then of the
+        latest failures: each reason once."""
         rows = []
+        connected = self._connected()
         for name in list(self.worker_spec):
             rec = self._backend.records.get(name)
             phase = self._phase(name)
-            reason = rec.observed.describe() if rec and phase != Phase.RUNNING else ""
-            job = rec.job_id if rec else ""
-            rows.append(
-                f"<tr><td>{html.escape(name)}</td><td>{html.escape(job)}</td>"
-                f"<td>{phase}</td><td>{html.escape(reason)}</td></tr>"
-            )
-        for f in self.failures[-10:]:
-            rows.append(
-                f"<tr><td>{html.escape(f.name)}</td><td>{html.escape(f.job_id)}</td>"
-                f"<td>failed</td><td>{html.escape(f.reason)}</td></tr>"
-            )
-        from interlink_htcondor.dask.progress import counts_html
-
-        table = (
-            "<details><summary>Worker pods</summary><table><tr><th>worker</th>"
-            "<th>HTCondor job</th><th>phase</th><th>reason</th></tr>"
-            + "".join(rows)
-            + "</table></details>"
-        )
-        return counts_html(self.counts(), self.notes(), "HTCondor workers") + table
-
-    def _repr_html_(self, cluster_status: str | None = None) -> str:
-        status = self._pods_html() + (cluster_status or "")
-        return str(super()._repr_html_(cluster_status=status))
-
-    def _scaling_status(self) -> str:
-        return str(super()._scaling_status()) + self._pods_html()
+            reason = rec.observed.describe() if rec and name not in connected else ""
+            rows.append((name, rec.job_id if rec else "", str(phase), reason))
+        rows += [(f.name, f.job_id, "failed", f.reason) for f in self.failures[-10:]]
+        return rows
 
     # -- waiting for workers --------------------------------------------------------------
 
@@ -624,6 +649,7 @@ class PluginCluster(SpecCluster):
         display = make_display(progress)
         start_failures = len(self.failures)
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._waiters += 1
         try:
             while True:
                 done = self._check_arrival(n_workers, start_failures, deadline, display)
@@ -631,30 +657,34 @@ class PluginCluster(SpecCluster):
                     return None
                 time.sleep(0.25)
         finally:
+            self._waiters -= 1
             display.close()
 
     async def _await_workers(self, n_workers: int, timeout: float | None, display: Display) -> None:
         start_failures = len(self.failures)
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._waiters += 1
         try:
             while not self._check_arrival(n_workers, start_failures, deadline, display):
                 await asyncio.sleep(0.25)
         finally:
+            self._waiters -= 1
             display.close()
 
     def _check_arrival(
         self, n: int, start_failures: int, deadline: float | None, display: Display
     ) -> bool:
         counts = self.counts()
-        display.update(counts, self.notes())
         # The in-process scheduler's own view: scheduler_info keeps a worker's status
         # from when it joined (often "init").
         workers = list(self.scheduler.workers.values()) if self.scheduler is not None else []
         running = len([ws for ws in workers if ws.status == Status.running])
         if running >= n:
+            display.update(counts, self.notes())
             return True
         new_failures = self.failures[start_failures:]
         if new_failures and len(self.worker_spec) < n:
+            display.update(counts)  # the reasons are in the exception, once
             raise WorkerStartError(
                 f"{n} workers were requested but {len(new_failures)} failed "
                 f"({counts.text()}); call scale() again to replace them",
@@ -662,9 +692,11 @@ class PluginCluster(SpecCluster):
             )
         if deadline is not None and time.monotonic() > deadline:
             notes = "".join(f"\n  - {x}" for x in self.notes())
+            display.update(counts)
             raise TimeoutError(
                 f"only {running} of {n} workers connected in time ({counts.text()}){notes}"
             )
+        display.update(counts, self.notes())
         return False
 
 

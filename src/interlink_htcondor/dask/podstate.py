@@ -26,6 +26,13 @@ class Phase(enum.StrEnum):
     CLOSING = "closing"  # being retired/deleted on request
 
     @property
+    def ends_worker(self) -> bool:
+        """The worker will not arrive (or has left): a failure to report and replace. A
+        held job is one: its worker process is gone, and waiting for a release would only
+        end in a timeout."""
+        return self in (Phase.FAILED, Phase.HELD)
+
+    @property
     def waiting(self) -> bool:
         """Not yet doing work, so the first to cancel on scale-down."""
         return self in (Phase.SUBMITTING, Phase.PENDING, Phase.HELD, Phase.STARTING)
@@ -47,6 +54,11 @@ class Observed:
         if self.message:
             parts.append(self.message.strip())
         return ": ".join(parts)
+
+
+# Waiting reasons of a pod the plugin knows can never run (no slot of the pool is big
+# enough): waiting for it would only end in a timeout.
+NEVER_RUNS = frozenset({"Unschedulable"})
 
 
 def _is_held(reason: str, message: str) -> bool:
@@ -79,6 +91,8 @@ def observe(entry: Mapping[str, Any] | None, *, connected: bool) -> Observed:
             reason, message = str(wait.get("reason") or ""), str(wait.get("message") or "")
             if _is_held(reason, message):
                 return Observed(Phase.HELD, reason or "Held", message)
+            if reason in NEVER_RUNS:
+                return Observed(Phase.FAILED, reason, message)
             return Observed(Phase.PENDING, reason, message)
     return Observed(Phase.STARTING)
 

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import kr8s
+import kr8s.asyncio
 from dask_kubernetes.operator import KubeCluster, make_cluster_spec
 from kr8s.asyncio.objects import Deployment, Pod
 
 from interlink_htcondor.dask import config, crd
+from interlink_htcondor.dask.kubepods import worker_name, worker_state
+from interlink_htcondor.dask.plugincluster import WorkerFailure, WorkerStartError
 from interlink_htcondor.dask.template import WorkerTemplate
 
 Json = dict[str, Any]
@@ -205,6 +208,7 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         if not template.scheduler_address and not template.pod_vpn:
             raise ValueError(REACHABILITY_HELP)
         self.template = template
+        self.failures: list[WorkerFailure] = []
         spec = make_virtual_node_cluster_spec(
             name,
             template,
@@ -218,9 +222,63 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         )
         super().__init__(custom_cluster_spec=spec, **kwargs)
 
-    async def _scale(self, n: int, worker_group: str = "default") -> None:
-        # The operator labels a worker group's Deployments and Pods so (kr8s public API,
-        # rather than dask-kubernetes' private DaskWorkerGroup object).
+    # -- failures at once (pod status and Events; see kubepods) ----------------------------
+
+    async def worker_failures(self, worker_group: str = "default") -> list[WorkerFailure]:
+        """Workers of ``worker_group`` that will not arrive, with HTCondor's reason from
+        the pod's container statuses (held, never matching, image missing, removed, exited)
+        or a Warning Event; each is also kept in ``self.failures`` (once)."""
+        info = await self.scheduler_comm.identity()
+        connected = {str(w.get("name")) for w in info.get("workers", {}).values()}
+        found = []
+        async for pod in Pod.list(**self._worker_group(worker_group)):
+            raw = _raw(pod)
+            name = worker_name(raw)
+            events = [
+                e.raw
+                async for e in kr8s.asyncio.get(
+                    "events",
+                    namespace=self.namespace,
+                    field_selector=f"involvedObject.name={raw['metadata']['name']}",
+                )
+            ]
+            observed = worker_state(raw, events, connected=name in connected)
+            if observed.phase.ends_worker:
+                job = str((raw["metadata"].get("annotations") or {}).get("JobID", ""))
+                found.append(WorkerFailure(name, job, observed.describe(), time.time()))
+        known = {(f.name, f.job_id) for f in self.failures}
+        self.failures += [f for f in found if (f.name, f.job_id) not in known]
+        return found
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> Any:
+        """Block until ``n_workers`` are connected. Raises ``WorkerStartError`` as soon as
+        failed workers (see ``worker_failures``) make ``n_workers`` unreachable, instead of
+        waiting for ``timeout``."""
+        return self.sync(self._wait_for_workers_or_failures, n_workers, timeout)
+
+    async def _wait_for_workers_or_failures(self, n: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = await self.scheduler_comm.identity()
+            running = len(info.get("workers", {}))
+            if running >= n:
+                return
+            requested = len([d async for d in Deployment.list(**self._worker_group("default"))])
+            failures = await self.worker_failures()
+            if failures and requested - len(failures) < n:
+                raise WorkerStartError(
+                    f"{n} workers were requested but {len(failures)} cannot arrive "
+                    f"({running} connected); call scale() again to replace them",
+                    failures,
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"only {running} of {n} workers connected in time")
+            await asyncio.sleep(2)
+
+    def _worker_group(self, worker_group: str) -> dict[str, Any]:
+        """kr8s list arguments selecting a worker group's Deployments or Pods: the operator
+        labels them so (kr8s public API, rather than dask-kubernetes' private
+        DaskWorkerGroup object)."""
         selector = ",".join(
             [
                 f"dask.org/cluster-name={self.name}",
@@ -228,7 +286,10 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
                 f"dask.org/workergroup-name={self.name}-{worker_group}",
             ]
         )
-        where = {"label_selector": selector, "namespace": self.namespace}
+        return {"label_selector": selector, "namespace": self.namespace}
+
+    async def _scale(self, n: int, worker_group: str = "default") -> None:
+        where = self._worker_group(worker_group)
         deployments = [_raw(d) async for d in Deployment.list(**where)]
         if n < len(deployments):
             pods = [_raw(p) async for p in Pod.list(**where)]

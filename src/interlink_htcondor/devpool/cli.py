@@ -1,12 +1,13 @@
-"""``interlink-htcondor pool up|env|status|down|logs``."""
+"""``interlink-htcondor pool up|env|status|down|logs|exec``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
-from . import config, daemons
+from . import config, daemons, host
 from .errors import PoolError
 from .pool import down, ensure_up, read_info
 from .state import PoolInfo, default_paths
@@ -45,6 +46,21 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     sub.add_parser("env", help="print `export NAME=value` lines configuring clients")
     sub.add_parser("status", help="show the daemons, slots and queue")
     sub.add_parser("down", help="stop the pool: no condor process and no mount left")
+    ex = sub.add_parser(
+        "exec",
+        help="run an HTCondor tool inside the pool, e.g. `pool exec condor_q -nobatch`",
+        description="Run a command (condor_q, condor_status, condor_hold, condor_rm, ...) "
+        "inside the pool's namespaces, where HTCondor's tools and configuration live, as "
+        "the owner of the plugin's jobs. The arguments are passed as they are (no shell); "
+        "the exit code is the command's.",
+    )
+    ex.add_argument(
+        "--user",
+        default=None,
+        help=f"run as this user of the pool (default {config.JOB_USER}, the jobs' owner; "
+        "root is the queue's administrator)",
+    )
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND [ARG ...]")
     logs = sub.add_parser("logs", help="print the end of a daemon's log")
     logs.add_argument("daemon", nargs="?", default="master", choices=sorted(daemons.LOG_FILES))
     logs.add_argument("-n", "--lines", type=int, default=40, help="lines to print (default 40)")
@@ -126,4 +142,32 @@ def _logs(args: argparse.Namespace) -> int:
         return 0
 
 
-_ACTIONS = {"up": _up, "env": _env, "status": _status, "down": _down, "logs": _logs}
+def _exec(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise PoolError("give the command to run, e.g.: interlink-htcondor pool exec condor_q")
+    host.require_root("running a command inside the pool")
+    info = _require_info()
+    user = args.user or info.job_user
+    env = daemons.namespace_env(user)
+    if "TERM" in os.environ:  # for tools that page or colour their output
+        env["TERM"] = os.environ["TERM"]
+    sys.stdout.flush()
+    try:
+        return subprocess.run(
+            daemons.namespace_argv(info.init_pid, argv, user=user), env=env, check=False
+        ).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+_ACTIONS = {
+    "up": _up,
+    "env": _env,
+    "status": _status,
+    "down": _down,
+    "logs": _logs,
+    "exec": _exec,
+}

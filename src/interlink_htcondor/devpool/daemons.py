@@ -199,6 +199,29 @@ def start(paths: PoolPaths) -> tuple[int, int]:
 # -- inside the namespaces ---------------------------------------------------------------------
 
 
+def namespace_env(user: str) -> dict[str, str]:
+    """The minimal environment of a command run inside the pool as ``user``."""
+    home = "/root" if user == "root" else f"/home/{user}"
+    return {"PATH": POOL_PATH, "HOME": home, "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
+
+
+def namespace_argv(
+    init_pid: int, argv: Sequence[str], *, user: str = "root", cwd: str | None = None
+) -> list[str]:
+    """The host argv that runs ``argv`` in the pool's namespaces and root fs as ``user``, in
+    ``cwd`` (default the user's home). No shell sees the arguments as code: the fixed script
+    only changes directory, then execs ``argv``."""
+    if not argv:
+        raise ValueError("empty argv")
+    prefix = ["nsenter", f"--target={init_pid}", "--mount", "--pid", "--root", "--wd"]
+    if user != "root":
+        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
+    # `cd` happens inside the new root: nsenter's own --wd=DIR would resolve DIR on the host.
+    home = namespace_env(user)["HOME"]
+    cd = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "run-in-pool", cwd or home]
+    return [*prefix, *cd, *argv]
+
+
 def run_in_namespace(
     init_pid: int,
     argv: Sequence[str],
@@ -211,19 +234,10 @@ def run_in_namespace(
     check: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` in the pool's namespaces and root fs as ``user`` (a name known in the root
-    fs). No shell sees the arguments as code: the fixed script below only changes directory."""
-    if not argv:
-        raise ValueError("empty argv")
-    home = "/root" if user == "root" else f"/home/{user}"
-    base = {"PATH": POOL_PATH, "HOME": home, "USER": user, "LOGNAME": user, "LANG": "C.UTF-8"}
-    full_env = {**base, **(env or {})}
-    prefix = ["nsenter", f"--target={init_pid}", "--mount", "--pid", "--root", "--wd"]
-    if user != "root":
-        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"]
-    # `cd` happens inside the new root: nsenter's own --wd=DIR would resolve DIR on the host.
-    cd = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "run-in-pool", cwd or home]
+    fs), its output captured (see ``namespace_argv``)."""
+    full_env = {**namespace_env(user), **(env or {})}
     return subprocess.run(
-        [*prefix, *cd, *argv],
+        namespace_argv(init_pid, argv, user=user, cwd=cwd),
         env=full_env,
         input=input,
         stdin=None if input is not None else subprocess.DEVNULL,

@@ -203,7 +203,14 @@ def embedded_settings(info: PoolInfo) -> dict[str, Any]:
             "auth_methods": "IDTOKENS",
             "token_dir": str(info.token_dir),
         },
-        "storage": {"mode": "shared", "shared_dir": str(info.pods_dir)},
+        # Pods may bind data under the shared directory (the demo's dataset); never the
+        # pods' own sandboxes, which the translator refuses whatever the allow-list says.
+        "storage": {
+            "mode": "shared",
+            "shared_dir": str(info.pods_dir),
+            "host_path_allow": [str(info.shared_dir)],
+        },
+        "policy": {"allow_apptainer_options": True},
         "server": {"run_as": info.job_user},
         "containers": {"image_rules": config.image_rules(info.images)},
     }

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from interlink_htcondor.core import models
 from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.itemdata import SubmitRefused, check_commands
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import REMOVED
 from interlink_htcondor.core.translate import TranslationError, sandbox_dir, translate
@@ -57,10 +58,15 @@ async def create(state: PluginState, raw: Any) -> dict[str, str]:
             None, translate, req, state.settings
         )
         sandbox = sandbox_dir(state.settings, meta.namespace, meta.name, uid)
-    except TranslationError as e:
+        # Every value the pod set must travel intact in a batched submit's row: checked
+        # before anything is written for the pod (the gateway checks the whole row again).
+        check_commands(plan.submit)
+    except (TranslationError, SubmitRefused) as e:
         raise HTTPError(422, f"pod {pod} cannot run: {e}") from None
     try:
         submitted = await submit_once(state, plan, sandbox)
+    except SubmitRefused as e:
+        raise HTTPError(422, f"pod {pod} cannot run: {e}") from None
     except ScheddError as e:
         raise HTTPError(503, f"cannot submit pod {pod}: {e}") from None
     except OSError as e:
@@ -106,8 +112,8 @@ async def submit_once(state: PluginState, plan: JobPlan, sandbox: Path) -> Submi
             state.spawn(_settle(claim, e.outcome), "settle a submit in doubt")
             handed_off = True
             raise
-        except ScheddError:
-            await claim.record("")
+        except (ScheddError, SubmitRefused):
+            await claim.record("")  # nothing was submitted
             raise
         # Anything else (a cancelled call...) leaves "submitting": the schedd decides.
         await claim.record(submitted.job_id)

@@ -31,6 +31,12 @@ import htcondor2
 
 from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.itemdata import (
+    SubmitRefused,
+    batch,
+    check_commands,
+    refused_description,
+)
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
 from interlink_htcondor.settings import ScheddSettings, Settings
@@ -427,33 +433,49 @@ class ScheddGateway:
     async def submit(self, plan: JobPlan, sandbox: Path) -> Submitted:
         """Submit ``plan`` (its sandbox already written), batched with the submits that
         arrive within a few milliseconds. Never retried: a submit that timed out may have
-        happened (the create handler's lock file tells)."""
+        happened (the create handler's lock file tells). A value that could not travel
+        intact in a batch's row, or a description HTCondor refuses, fails this pod only
+        (``SubmitRefused``), before it joins a batch or by a submit of its own."""
         commands = self.submit_commands(plan, sandbox)
+        check_commands(commands)
         return await self._batcher.submit(_Pending(plan, sandbox, commands))
 
-    def _submit_batch(self, batch: list[_Pending]) -> None:
-        """Blocking: submit a batch as one transaction; sets each item's outcome."""
+    def _submit_batch(self, pending: list[_Pending]) -> None:
+        """Blocking: submit the pods as one cluster (one transaction) and set each one's
+        outcome. When HTCondor refuses the description (a value one pod set that it cannot
+        turn into a job ad), each pod is submitted alone instead, so that only that pod
+        fails: a transaction submits all of a cluster or nothing, so nothing is submitted
+        twice. Any other failure raises (the schedd's, for every pod without an outcome)."""
         schedd = self._schedd()
-        keys = list(batch[0].commands)
-        # One template whose every value is a per-pod macro ($(v0), $(v1), ...).
-        template = htcondor2.Submit({k: f"$(v{i})" for i, k in enumerate(keys)})
-        items = [{f"v{i}": item.commands[k] for i, k in enumerate(keys)} for item in batch]
-        result = schedd.submit(template, itemdata=iter(items), spool=self.spool)
-        cluster = int(result.cluster())
-        if self.spool:
-            try:
-                schedd.spool(result)
-            except Exception:
-                # Jobs without their input would wait for ever: take them back.
-                with contextlib.suppress(Exception):
-                    schedd.act(
-                        htcondor2.JobAction.RemoveX,
-                        f"ClusterId == {cluster}",
-                        _reason("spool failed"),
-                    )
+        template, items = batch([item.commands for item in pending])
+        try:
+            result = schedd.submit(
+                htcondor2.Submit(template), itemdata=iter(items), spool=self.spool
+            )
+            cluster = int(result.cluster())
+            if self.spool:
+                try:
+                    schedd.spool(result)
+                except Exception:
+                    # Jobs without their input would wait for ever: take them back.
+                    with contextlib.suppress(Exception):
+                        schedd.act(
+                            htcondor2.JobAction.RemoveX,
+                            f"ClusterId == {cluster}",
+                            _reason("spool failed"),
+                        )
+                    raise
+        except Exception as e:
+            if not refused_description(e):
                 raise
+            if len(pending) > 1:
+                for item in pending:
+                    self._submit_batch([item])
+            else:
+                pending[0].error = SubmitRefused(str(e))
+            return
         now = int(time.time())
-        for proc, item in enumerate(batch):
+        for proc, item in enumerate(pending):
             plan = item.plan
             ad: Ad = {
                 "ClusterId": cluster,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,12 +55,6 @@ async def get_logs(state: PluginState, raw: Any) -> Response:
     except LogOptionError as e:
         raise HTTPError(400, f"invalid log options: {e}") from None
     pod = f"{req.namespace}/{req.pod_name}"
-    if opts.previous:
-        raise HTTPError(
-            400,
-            f"previous terminated container {req.container_name!r} in pod {pod} not "
-            "found (containers are never restarted)",
-        )
     ad = await _find_job(state, req.pod_uid)
     if ad is None:
         raise HTTPError(404, f"pod {pod} (uid {req.pod_uid}) is not known to this plugin")
@@ -71,13 +66,20 @@ async def get_logs(state: PluginState, raw: Any) -> Response:
         raise HTTPError(404, f"pod {pod} has no sandbox")
     name = req.container_name
     if runs_wrapper(ad):
-        source = LogSource((sandbox / jobspec.LOG_DIR / f"{name}.log",))
+        log_file = "".join((name, jobspec.PREVIOUS_LOG if opts.previous else ".log"))
+        source = LogSource((sandbox / jobspec.LOG_DIR / log_file,))
     else:
         source = LogSource((sandbox / f"{name}.stdout", sandbox / f"{name}.stderr"), cri=False)
     if state.gateway.spool:
         if ad.get("JobStatus") != COMPLETED:
             return PlainTextResponse(SPOOL_RUNNING_NOTE)
         await state.ensure_retrieved(ad)
+    if opts.previous:
+        # The instance before the container's last restart, kept by the job wrapper (as
+        # the kubelet keeps it); it has ended, so there is nothing to follow.
+        if not source.cri or not source.paths[0].exists():
+            raise HTTPError(400, f"previous terminated container {name!r} in pod {pod} not found")
+        opts = replace(opts, follow=False)
     if not opts.follow:
         data = await asyncio.get_running_loop().run_in_executor(None, read_log, source, opts)
         return Response(data, media_type=TEXT)

@@ -14,9 +14,8 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.classad_attrs import ReportedState, job_id
 from interlink_htcondor.core.pod_status import COMPLETED
-from interlink_htcondor.core.status_file import ContainerReport
 from interlink_htcondor.service.gateway import Capacity, Gateway, ScheddError
 from interlink_htcondor.service.metrics import Metrics
 from interlink_htcondor.service.sandbox_store import SandboxStore
@@ -54,7 +53,7 @@ class PluginState:
     capacity_cache: Cached[Capacity] | None = None
     capacity_refreshing: bool = False
     # Final container reports by job id, read once from a finished job's status.json.
-    final_reports: dict[str, dict[str, ContainerReport]] = field(default_factory=dict)
+    final_reports: dict[str, dict[str, ReportedState]] = field(default_factory=dict)
     # Spool mode: jobs whose output was brought back.
     retrieved: set[str] = field(default_factory=set)
     # Held jobs this process has asked the schedd to remove.

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from interlink_htcondor.core.classad_attrs import job_id
+from interlink_htcondor.core.classad_attrs import ReportedState, job_id
 from interlink_htcondor.core.models import PodRef
 from interlink_htcondor.core.pod_status import (
     COMPLETED,
@@ -24,7 +24,7 @@ from interlink_htcondor.core.pod_status import (
     runs_wrapper,
     unmatchable,
 )
-from interlink_htcondor.core.status_file import ContainerReport, parse_status_file
+from interlink_htcondor.core.status_file import parse_status_file
 from interlink_htcondor.service.errors import HTTPError
 from interlink_htcondor.service.snapshot import SnapshotUnavailable
 from interlink_htcondor.service.state import CACHE_LIMIT, PluginState
@@ -137,7 +137,7 @@ async def _refresh_capacity(state: PluginState) -> None:
 
 async def _final_reports(
     state: PluginState, pod: PodRef, ad: Mapping[str, Any]
-) -> dict[str, ContainerReport] | None:
+) -> dict[str, ReportedState] | None:
     """Final container reports from the job's status.json (chirp may have missed some)."""
     jid = job_id(ad)
     cached = state.final_reports.get(jid)

@@ -5,9 +5,10 @@ command line, then execs argv on the host with the container environment built f
 ``APPTAINERENV_`` variables, the way Apptainer builds it. It copies the Apptainer behaviours
 the wrapper must cope with: a missing image or command is a ``FATAL:`` line and exit 255,
 one ``\\r`` before each ``\\n`` is lost, a variable name that is not a shell identifier
-loses every variable, and ``exec --help`` lists ``--no-eval``. Mounts, ``--pwd`` and
-isolation are only recorded; the real behaviour is covered by the integration tests with
-real Apptainer.
+loses every variable, and ``exec --help`` lists ``--no-eval``.
+``APPTAINER_DOUBLE_SLOW_START`` makes chosen commands start late, as Apptainer does while it
+mounts an image. Mounts, ``--pwd`` and isolation are only recorded; the real behaviour is
+covered by the integration tests with real Apptainer.
 """
 
 import json
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from typing import NoReturn
 
 VALUE_OPTIONS = {
@@ -41,6 +43,7 @@ VALUE_OPTIONS = {
     "--fusemount",
     "--add-caps",
     "--drop-caps",
+    "--no-mount",
 }
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -92,6 +95,10 @@ def main() -> None:
             argv = json.load(f).get("runscript", []) + argv
     if not argv:
         fatal("no command given")
+    # "<seconds>:<text>": commands holding <text> start that much later (an image to mount).
+    slow = os.environ.get("APPTAINER_DOUBLE_SLOW_START", "")
+    if slow and slow.split(":", 1)[1] in " ".join(argv):
+        time.sleep(float(slow.split(":", 1)[0]))
     if "/" in argv[0]:
         if not os.path.exists(argv[0]):
             fatal(f"stat {argv[0]}: no such file or directory")

@@ -2,14 +2,18 @@
 
 Ours live under ``htcondor.interlink.eu/``; an unknown key there is an error, never
 ignored. Also read: the old plugin's ``htcondor-job.vk.io/singularity-options``, and
-interLink's port-exposure/mesh commands, which run as the job's prologue.
+interLink's port-exposure/mesh commands, which run as the job's prologue where the site
+allows it (``policy.prologue_namespaces``).
+
+Every value is validated whole: no control character anywhere, and a ClassAd expression
+must be exactly one expression, with nothing left over.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import shlex
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -17,8 +21,11 @@ from decimal import Decimal
 import classad2
 
 from interlink_htcondor import ANNOTATION_PREFIX
+from interlink_htcondor.core.translate.apptainer_options import parse_options
 from interlink_htcondor.core.translate.errors import TranslationError
-from interlink_htcondor.settings import PolicySettings
+from interlink_htcondor.core.translate.limits import MAX_SECONDS
+from interlink_htcondor.core.translate.values import bounded
+from interlink_htcondor.settings import Settings
 
 ACCOUNTING_GROUP = "accounting-group"
 REQUIREMENTS = "requirements"
@@ -31,6 +38,8 @@ KNOWN = (ACCOUNTING_GROUP, REQUIREMENTS, CONTAINER_MODE, APPTAINER_OPTIONS, WALL
 LEGACY_SINGULARITY_OPTIONS = "htcondor-job.vk.io/singularity-options"
 WSTUNNEL_COMMANDS = "interlink.eu/wstunnel-client-commands"
 MESH_PRE_EXEC = "slurm-job.vk.io/pre-exec"
+# Commands interLink asks to run before the containers, in this order (the prologue).
+PROLOGUE_ANNOTATIONS = (WSTUNNEL_COMMANDS, MESH_PRE_EXEC)
 
 MODES = {
     "apptainer": "apptainer",
@@ -107,7 +116,8 @@ class PodOptions:
 
 
 def parse_duration(value: str, where: str) -> int:
-    """Whole seconds (rounded up) from ``3600`` or a Go duration such as ``1h30m``."""
+    """Whole seconds (rounded up) from ``3600`` or a Go duration such as ``1h30m``;
+    durations beyond ``MAX_SECONDS`` are refused."""
     text = value.strip()
     if text.isascii() and text.isdigit():
         seconds = Decimal(text)
@@ -124,39 +134,54 @@ def parse_duration(value: str, where: str) -> int:
             )
     if seconds <= 0:
         raise TranslationError(f"{where}: {value!r} must be positive")
+    if seconds > MAX_SECONDS:
+        raise TranslationError(f"{where}: {value!r} is more than the limit of {MAX_SECONDS} s")
     return math.ceil(seconds)
 
 
-def single_line(value: str, where: str) -> str:
-    if any(ch in value for ch in "\n\r\x00"):
-        raise TranslationError(f"{where}: must be a single line")
-    return value
+def classad_expression(value: str, where: str, limit: int) -> str:
+    """``value`` if it is exactly one ClassAd expression, with nothing left over.
 
-
-def classad_expression(value: str, where: str) -> str:
-    single_line(value, where)
+    The parser stops quietly at a ``]``, so the value is also parsed inside an ad between
+    two attributes whose names it cannot guess: anything that closes the parentheses, adds
+    an attribute or ends the ad shows as a different ad.
+    """
+    bounded(value, where, limit, "limits.max_expression_bytes")
+    nonce = uuid.uuid4().hex
+    first, last = f"InterlinkCheck{nonce}A", f"InterlinkCheck{nonce}B"
     try:
         classad2.ExprTree(value)
+        ads = list(classad2.parseAds(f"[ {first} = ({value}); {last} = 1 ]"))
     except Exception as e:  # the bindings raise ClassAdException (not exported for typing)
         raise TranslationError(f"{where}: {value!r} is not a ClassAd expression") from e
+    if len(ads) != 1 or sorted(ads[0].keys()) != sorted([first, last]):
+        raise TranslationError(f"{where}: {value!r} is not one single ClassAd expression")
     return value
 
 
-def _options(value: str, where: str, policy: PolicySettings) -> list[str]:
-    if not policy.allow_apptainer_options:
-        raise TranslationError(f"{where}: this site does not let pods set apptainer options")
-    try:
-        argv = shlex.split(value)
-    except ValueError as e:
-        raise TranslationError(f"{where}: cannot split {value!r}: {e}") from e
-    for a in argv:
-        if "\x00" in a:
-            raise TranslationError(f"{where}: contains a NUL character")
-    return argv
+def prologue(annotations: Mapping[str, str], settings: Settings, namespace: str) -> list[str]:
+    """interLink's prologue commands, where the site lets this namespace run them."""
+    asked = [k for k in PROLOGUE_ANNOTATIONS if annotations.get(k)]
+    if not asked:
+        return []
+    allowed = settings.policy.prologue_namespaces
+    if "*" not in allowed and namespace not in allowed:
+        raise TranslationError(
+            f"annotation {asked[0]}: this site does not run prologue commands (they run "
+            f"outside any container) for pods of namespace {namespace!r} "
+            "(policy.prologue_namespaces)"
+        )
+    for k in asked:
+        if "\x00" in annotations[k]:
+            raise TranslationError(f"annotation {k}: contains a NUL character")
+    return [annotations[k] for k in asked]
 
 
 def parse_annotations(
-    annotations: Mapping[str, str], policy: PolicySettings, containers: Sequence[str]
+    annotations: Mapping[str, str],
+    settings: Settings,
+    containers: Sequence[str],
+    namespace: str,
 ) -> PodOptions:
     mode: str | None = None
     group: str | None = None
@@ -165,11 +190,16 @@ def parse_annotations(
     per_container: dict[str, list[str]] = {}
     wall: int | None = None
     submit: dict[str, str] = {}
+    policy, storage = settings.policy, settings.storage
+    limit = settings.limits.max_expression_bytes
     allowed = {c.lower() for c in policy.allowed_submit_commands}
+
+    def options(value: str, where: str) -> list[str]:
+        return parse_options(value, where, policy, storage)
 
     legacy = annotations.get(LEGACY_SINGULARITY_OPTIONS)
     if legacy is not None:
-        apptainer_args += _options(legacy, f"annotation {LEGACY_SINGULARITY_OPTIONS}", policy)
+        apptainer_args += options(legacy, f"annotation {LEGACY_SINGULARITY_OPTIONS}")
 
     for key in sorted(annotations):
         if not key.startswith(ANNOTATION_PREFIX):
@@ -178,11 +208,11 @@ def parse_annotations(
         name = key[len(ANNOTATION_PREFIX) :]
         where = f"annotation {key}"
         if name == ACCOUNTING_GROUP:
-            if not _GROUP.fullmatch(value):
+            if len(value) > 255 or not _GROUP.fullmatch(value):
                 raise TranslationError(f"{where}: {value!r} is not an accounting group name")
             group = value
         elif name == REQUIREMENTS:
-            requirements.append(classad_expression(value, where))
+            requirements.append(classad_expression(value, where, limit))
         elif name == CONTAINER_MODE:
             if value not in MODES:
                 raise TranslationError(
@@ -191,12 +221,12 @@ def parse_annotations(
                 )
             mode = MODES[value]
         elif name == APPTAINER_OPTIONS:
-            apptainer_args += _options(value, where, policy)
+            apptainer_args += options(value, where)
         elif name.startswith(APPTAINER_OPTIONS + "."):
             target = name[len(APPTAINER_OPTIONS) + 1 :]
             if target not in containers:
                 raise TranslationError(f"{where}: the pod has no container {target!r}")
-            per_container[target] = _options(value, where, policy)
+            per_container[target] = options(value, where)
         elif name == WALL_TIME:
             wall = parse_duration(value, where)
         elif name.startswith(SUBMIT):
@@ -215,14 +245,15 @@ def parse_annotations(
                     f"{where}: submit command {command!r} is not allowed on this site "
                     "(policy.allowed_submit_commands)"
                 )
-            submit[command] = single_line(value, where)
+            if folded.startswith("my."):
+                classad_expression(value, where, limit)  # becomes a job attribute as it is
+            submit[command] = bounded(value, where, limit, "limits.max_expression_bytes")
         else:
             raise TranslationError(
                 f"{where}: unknown annotation under {ANNOTATION_PREFIX} (known: "
                 f"{', '.join(KNOWN)}, {APPTAINER_OPTIONS}.<container>, {SUBMIT}<command>)"
             )
 
-    prologue = [annotations[k] for k in (WSTUNNEL_COMMANDS, MESH_PRE_EXEC) if annotations.get(k)]
     return PodOptions(
         mode=mode,
         accounting_group=group,
@@ -231,5 +262,5 @@ def parse_annotations(
         container_apptainer_args=per_container,
         wall_seconds=wall,
         submit=submit,
-        prologue=prologue,
+        prologue=prologue(annotations, settings, namespace),
     )

@@ -1,4 +1,4 @@
-"""One pod container -> ``ContainerSpec`` (image, argv, env, mounts, limits, hooks).
+"""One pod container -> ``ContainerSpec`` (image, argv, env, mounts, limits, probes, hooks).
 
 Kubelet semantics: no ``command`` runs the image's entrypoint/runscript with ``args``
 (mode "run"); otherwise ``command + args`` is executed (mode "exec"). Both expand
@@ -10,12 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from interlink_htcondor.core.jobspec import ContainerSpec, ExecSpec
+from interlink_htcondor.core.jobspec import ContainerSpec
 from interlink_htcondor.core.models import Container
 from interlink_htcondor.core.translate.context import PodContext
 from interlink_htcondor.core.translate.envvars import check_value, container_env, expand_argv
 from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.core.translate.images import resolve
+from interlink_htcondor.core.translate.limits import ContainerBudget
+from interlink_htcondor.core.translate.probes import (
+    build_hooks,
+    build_probes,
+    refuse_on_init_container,
+)
 from interlink_htcondor.core.translate.resources import GPU_RESOURCES
 from interlink_htcondor.core.translate.volumes import VolumePlan, container_mounts
 from interlink_htcondor.settings import ImageRule
@@ -25,23 +31,6 @@ APP = "container"
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _pre_stop(c: Container, where: str) -> ExecSpec | None:
-    if c.lifecycle is None:
-        return None
-    if c.lifecycle.post_start is not None:
-        raise TranslationError(f"{where}: postStart hooks are not supported")
-    hook = c.lifecycle.pre_stop
-    if hook is None:
-        return None
-    if hook.exec is None or hook.http_get or hook.tcp_socket or hook.sleep:
-        raise TranslationError(f"{where}: only exec preStop hooks are supported")
-    if not hook.exec.command:
-        raise TranslationError(f"{where}: preStop exec needs a command")
-    for i, a in enumerate(hook.exec.command):
-        check_value(a, f"{where}: preStop command[{i}]")
-    return ExecSpec(argv=list(hook.exec.command))
 
 
 def build_container(
@@ -57,6 +46,8 @@ def build_container(
         raise TranslationError(
             f"{where}: sidecar init containers (restartPolicy Always) are not supported"
         )
+    if kind == INIT:
+        refuse_on_init_container(c, where)
     image = resolve(c.image, image_rules, where)
     for e in c.env:
         # Apptainer carries only shell-identifier names (any other name makes it drop the
@@ -67,16 +58,17 @@ def build_container(
                 f"{where}: env {e.name!r}: Apptainer passes only names made of letters, "
                 "digits and '_' that do not start with a digit"
             )
-    env = container_env(ctx, c, kind)
+    budget = ContainerBudget(ctx.limits, where)
+    env = container_env(ctx, c, kind, budget)
     env_map = dict(env)
     if c.command:
         mode = "exec"
-        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args")
+        argv = expand_argv([*c.command, *c.args], env_map, f"{where}: command+args", budget)
     else:
         mode = "run"
-        argv = expand_argv(list(c.args), env_map, f"{where}: args")
+        argv = expand_argv(list(c.args), env_map, f"{where}: args", budget)
     if c.working_dir:
-        check_value(c.working_dir, f"{where}: workingDir")
+        check_value(c.working_dir, f"{where}: workingDir", ctx.limits.max_value_bytes)
         if not c.working_dir.startswith("/") or "\n" in c.working_dir:
             raise TranslationError(f"{where}: workingDir {c.working_dir!r} must be absolute")
     res = ctx.resources[c.name]
@@ -84,6 +76,8 @@ def build_container(
     gpu_flag = GPU_RESOURCES.get(res.gpu_resource) if res.gpus else None
     if gpu_flag and gpu_flag not in extra:
         extra.append(gpu_flag)
+    hooks = build_hooks(c, where, ctx.pod.spec.termination_grace_period_seconds, budget)
+    probes = build_probes(c, where, budget)
     return ContainerSpec(
         name=c.name,
         image=image,
@@ -91,8 +85,12 @@ def build_container(
         argv=argv,
         working_dir=c.working_dir or None,
         env=env,
-        mounts=container_mounts(c, kind, volumes, env_map),
+        mounts=container_mounts(c, kind, volumes, env_map, ctx.limits),
         memory_limit_bytes=res.memory_limit,
-        pre_stop=_pre_stop(c, where),
+        post_start=hooks.post_start,
+        pre_stop=hooks.pre_stop,
+        startup_probe=probes.startup,
+        liveness_probe=probes.liveness,
+        readiness_probe=probes.readiness,
         apptainer_args=extra,
     )

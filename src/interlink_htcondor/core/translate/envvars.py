@@ -13,37 +13,61 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from interlink_htcondor.core.models import Container, EnvVar
-from interlink_htcondor.core.translate.context import PodContext, secret_items
+from interlink_htcondor.core.translate.context import PodContext, text
 from interlink_htcondor.core.translate.downward import field_value, resource_value
 from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.limits import ContainerBudget, check_count, too_many
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes ``$(VAR)`` expansion (k8s.io/kubernetes third_party expansion rules)."""
+def expand(
+    text: str, env: Mapping[str, str], limit: int | None = None, where: str = "value"
+) -> str:
+    """Kubernetes ``$(VAR)`` expansion (k8s.io/kubernetes third_party expansion rules).
+
+    Linear in the input, and bounded: a text or a result longer than ``limit`` characters
+    is refused, and the expansion stops as soon as its output passes the limit, so nested
+    references that double a value at each level never build the huge string first.
+    """
+    if limit is not None and len(text) > limit:
+        raise TranslationError(
+            f"{where}: {len(text)} characters, more than this site's limit of {limit} bytes "
+            "(limits.max_value_bytes)"
+        )
+    if "$" not in text:
+        return text
     out: list[str] = []
+    size = 0
     i, n = 0, len(text)
+    no_close = n + 1  # from this position on, the text has no ')' (saves rescanning)
+    find = text.find
     while i < n:
-        ch = text[i]
-        if ch != "$" or i + 1 == n:
-            out.append(ch)
-            i += 1
-            continue
-        nxt = text[i + 1]
-        if nxt == "$":  # escaped: "$$" -> "$"
-            out.append("$")
-            i += 2
-        elif nxt == "(":
-            end = text.find(")", i + 2)
+        j = find("$", i)
+        if j == -1:
+            piece, i = text[i:], n
+        elif j > i:
+            piece, i = text[i:j], j
+        elif i + 1 == n:
+            piece, i = "$", n
+        elif text[i + 1] == "$":  # escaped: "$$" -> "$"
+            piece, i = "$", i + 2
+        elif text[i + 1] == "(":
+            end = -1 if i + 2 >= no_close else find(")", i + 2)
             if end == -1:  # unterminated: kept as written
-                out.append("$(")
-                i += 2
-            else:
-                name = text[i + 2 : end]
-                out.append(env.get(name, f"$({name})"))
+                no_close = i + 2
+                piece, i = "$(", i + 2
+            else:  # an undefined name stays as written
+                found = env.get(text[i + 2 : end])
+                piece = text[i : end + 1] if found is None else found
                 i = end + 1
         else:
-            out.append("$" + nxt)
-            i += 2
+            piece, i = text[i : i + 2], i + 2
+        size += len(piece)
+        if limit is not None and size > limit:
+            raise TranslationError(
+                f"{where}: longer than this site's limit of {limit} bytes after $(VAR) "
+                "expansion (limits.max_value_bytes)"
+            )
+        out.append(piece)
     return "".join(out)
 
 
@@ -54,20 +78,20 @@ def check_name(name: str, where: str) -> None:
         )
 
 
-def check_value(value: str, where: str) -> None:
+def check_value(value: str, where: str, limit: int | None = None) -> int:
+    """Refuse what no process can receive; returns the value's size in UTF-8 bytes."""
     if "\x00" in value:
         raise TranslationError(f"{where}: contains a NUL character, which no process can receive")
     try:
-        value.encode("utf-8")
+        size = len(value.encode("utf-8"))
     except UnicodeEncodeError as e:
         raise TranslationError(f"{where}: is not valid Unicode text") from e
-
-
-def _text(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise TranslationError(f"{where}: value is not UTF-8 text") from e
+    if limit is not None and size > limit:
+        raise TranslationError(
+            f"{where}: {size} bytes, more than this site's limit of {limit} bytes "
+            "(limits.max_value_bytes)"
+        )
+    return size
 
 
 def _value_from(ctx: PodContext, c: Container, e: EnvVar, where: str) -> str | None:
@@ -84,11 +108,11 @@ def _value_from(ctx: PodContext, c: Container, e: EnvVar, where: str) -> str | N
         secret = ctx.secrets.get(ref.name)
         values = None
         if secret is not None:
-            items = secret_items(secret, where)
+            items = ctx.secret_data(secret, where)
             values = {
-                k: _text(v, f"{where}: secret {ref.name!r} key {k!r}")
-                for k, v in items.items()
-                if k == ref.key
+                k: text(items[k], f"{where}: secret {ref.name!r} key {k!r}")
+                for k in (ref.key,)
+                if k in items
             }
         kind = "secret"
     else:
@@ -112,9 +136,34 @@ def _value_from(ctx: PodContext, c: Container, e: EnvVar, where: str) -> str | N
     raise TranslationError(f"{where}: valueFrom names no supported source")
 
 
-def container_env(ctx: PodContext, c: Container, kind: str) -> list[tuple[str, str]]:
+def container_env(
+    ctx: PodContext, c: Container, kind: str, budget: ContainerBudget | None = None
+) -> list[tuple[str, str]]:
     """The container's environment, ordered, every value resolved and expanded."""
+    limits = ctx.limits
+    budget = budget or ContainerBudget(limits, f"{kind} {c.name!r}")
     env: dict[str, str] = {}
+    sizes: dict[str, int] = {}
+    entries = 0  # env entries and envFrom keys, redefinitions included: bounds the work
+
+    def count(n: int) -> None:
+        nonlocal entries
+        entries += n
+        if entries > limits.max_env_vars:
+            raise too_many(
+                f"{kind} {c.name!r}: environment variables (env entries and envFrom keys)",
+                entries,
+                limits.max_env_vars,
+                "limits.max_env_vars",
+            )
+
+    def put(name: str, value: str, size: int, where: str) -> None:
+        budget.refund(sizes.pop(name, 0))
+        env.pop(name, None)  # a redefinition moves to its own place in the order
+        sizes[name] = len(name.encode()) + 1 + size
+        budget.charge(sizes[name], where)
+        env[name] = value
+
     for i, src in enumerate(c.env_from):
         where = f"{kind} {c.name!r}: envFrom[{i}]"
         ref = src.config_map_ref or src.secret_ref
@@ -122,29 +171,25 @@ def container_env(ctx: PodContext, c: Container, kind: str) -> list[tuple[str, s
             raise TranslationError(f"{where}: needs configMapRef or secretRef")
         is_cm = src.config_map_ref is not None
         kind_name = "configMap" if is_cm else "secret"
+        values: Mapping[str, str] | None
         if is_cm:
             cm = ctx.configmaps.get(ref.name)
-            values = None if cm is None else dict(cm.data)
+            values = None if cm is None else cm.data
         else:
             secret = ctx.secrets.get(ref.name)
-            values = (
-                None
-                if secret is None
-                else {
-                    k: _text(v, f"{where}: secret {ref.name!r} key {k!r}")
-                    for k, v in secret_items(secret, where).items()
-                }
-            )
+            values = None if secret is None else ctx.secret_text(secret, where)
         if values is None:
             if ref.optional:
                 continue
             raise TranslationError(f"{where}: {kind_name} {ref.name!r} is not in the request")
+        count(len(values))
         for key in sorted(values):
             name = src.prefix + key
             check_name(name, where)
-            check_value(values[key], f"{where}: {kind_name} {ref.name!r} key {key!r}")
-            env[name] = values[key]
+            w = f"{where}: {kind_name} {ref.name!r} key {key!r}"
+            put(name, values[key], check_value(values[key], w, limits.max_value_bytes), w)
     for e in c.env:
+        count(1)
         where = f"{kind} {c.name!r}: env {e.name!r}"
         check_name(e.name, where)
         if e.value_from is not None:
@@ -153,15 +198,20 @@ def container_env(ctx: PodContext, c: Container, kind: str) -> list[tuple[str, s
                 continue
             value = resolved
         else:
-            value = expand(e.value or "", env)
-        check_value(value, where)
-        env.pop(e.name, None)  # a redefinition moves to its own place in the order
-        env[e.name] = value
+            value = expand(e.value or "", env, limits.max_value_bytes, where)
+        put(e.name, value, check_value(value, where, limits.max_value_bytes), where)
     return list(env.items())
 
 
-def expand_argv(argv: list[str], env: Mapping[str, str], where: str) -> list[str]:
-    out = [expand(a, env) for a in argv]
-    for i, a in enumerate(out):
-        check_value(a, f"{where}[{i}]")
+def expand_argv(
+    argv: list[str], env: Mapping[str, str], where: str, budget: ContainerBudget
+) -> list[str]:
+    limits = budget.limits
+    check_count(argv, limits.max_args, f"{where}: items", "limits.max_args")
+    out = []
+    for i, a in enumerate(argv):
+        w = f"{where}[{i}]"
+        value = expand(a, env, limits.max_value_bytes, w)
+        budget.charge(check_value(value, w, limits.max_value_bytes) + 1, w)
+        out.append(value)
     return out

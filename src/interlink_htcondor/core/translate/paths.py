@@ -6,6 +6,7 @@ import posixpath
 import re
 
 from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.settings import StorageSettings
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -107,3 +108,13 @@ def under_prefix(path: str, prefixes: list[str]) -> bool:
         if p == "/" or path == p or path.startswith(p.rstrip("/") + "/"):
             return True
     return False
+
+
+def check_not_sandboxes(path: str, storage: StorageSettings, what: str) -> None:
+    """Refuse a host path that holds, or lies within, the pods' sandboxes: every pod's
+    Secrets are there, readable by the one job user all pods run as."""
+    root = posixpath.normpath(str(storage.shared_dir))
+    if under_prefix(path, [root]) or under_prefix(root, [path]):
+        raise TranslationError(
+            f"{what} {path!r} would reach the pods' sandboxes ({root}, storage.shared_dir)"
+        )

@@ -19,6 +19,7 @@ from interlink_htcondor.core.translate.annotations import PodOptions, parse_anno
 from interlink_htcondor.core.translate.containers import APP, INIT, build_container
 from interlink_htcondor.core.translate.context import PodContext, collect
 from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.limits import PodBudget, check_pod, check_seconds
 from interlink_htcondor.core.translate.paths import check_dns_label, sandbox_name
 from interlink_htcondor.core.translate.resources import container_resources, pod_resources
 from interlink_htcondor.core.translate.volumes import build_volumes
@@ -35,7 +36,10 @@ def sandbox_dir(settings: Settings, namespace: str, name: str, uid: str) -> Path
 
 
 def _wall_seconds(req: CreateRequest, options: PodOptions, settings: Settings) -> int | None:
-    chosen = [s for s in (req.pod.spec.active_deadline_seconds, options.wall_seconds) if s]
+    deadline = req.pod.spec.active_deadline_seconds
+    if deadline is not None:
+        check_seconds(deadline, "activeDeadlineSeconds")
+    chosen = [s for s in (deadline, options.wall_seconds) if s]
     cap = settings.resources.max_wall_seconds
     if not chosen:
         default = settings.resources.default_wall_seconds
@@ -58,8 +62,10 @@ def _container_mode_checks(req: CreateRequest, options: PodOptions, mode: str) -
         problems.append("no volume mounts")
     if c.working_dir:
         problems.append("no workingDir")
-    if c.lifecycle is not None and c.lifecycle.pre_stop is not None:
-        problems.append("no preStop hook")
+    if c.lifecycle is not None and (c.lifecycle.pre_stop or c.lifecycle.post_start):
+        problems.append("no lifecycle hooks")
+    if c.startup_probe or c.liveness_probe or c.readiness_probe:
+        problems.append("no probes")
     if options.apptainer_args or options.container_apptainer_args:
         problems.append("no apptainer options")
     if options.prologue:
@@ -80,8 +86,16 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
     """Translate one pod. Raises ``TranslationError`` (a client error) with a clear message."""
     pod = req.pod
     meta = pod.metadata
+    limits = settings.limits
     sandbox = PurePosixPath(sandbox_dir(settings, meta.namespace, meta.name, meta.uid))
     sd.check_sandbox(sandbox)
+    served = settings.policy.namespaces
+    if served and meta.namespace not in served:
+        raise TranslationError(
+            f"this plugin runs pods of namespaces {', '.join(served)} only, not "
+            f"{meta.namespace!r} (policy.namespaces)"
+        )
+    check_pod(pod, limits)
 
     init_names = [c.name for c in pod.spec.init_containers]
     app_names = [c.name for c in pod.spec.containers]
@@ -93,7 +107,7 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
     if duplicates:
         raise TranslationError(f"container names must be unique: {', '.join(duplicates)}")
 
-    options = parse_annotations(meta.annotations, settings.policy, init_names + app_names)
+    options = parse_annotations(meta.annotations, settings, init_names + app_names, meta.namespace)
     mode = options.mode or settings.containers.mode
     if mode != "apptainer":
         _container_mode_checks(req, options, mode)
@@ -104,7 +118,8 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
         [resources[n] for n in app_names], [resources[n] for n in init_names], settings.resources
     )
     configmaps, secrets, projected = collect(req)
-    ctx = PodContext(pod, configmaps, secrets, projected, resources, totals)
+    budget = PodBudget(limits)
+    ctx = PodContext(pod, configmaps, secrets, projected, resources, totals, limits, budget)
     volumes = build_volumes(ctx, settings.storage)
 
     rules = settings.containers.image_rules
@@ -147,7 +162,9 @@ def translate(req: CreateRequest, settings: Settings) -> JobPlan:
         images=tuple(c.image for c in (*pod.spec.init_containers, *pod.spec.containers)),
     )
     desc = sd.SubmitDescription()
-    files = [SandboxFile(SPEC_FILE, spec.to_json(), 0o600)]
+    spec_json = spec.to_json()
+    budget.charge(len(spec_json), f"the job spec ({SPEC_FILE})")
+    files = [SandboxFile(SPEC_FILE, spec_json, 0o600)]
     transfer: tuple[str, ...] = ()
     if mode == "apptainer":
         transfer = sd.apptainer_mode(desc, ident, settings, bool(volumes.files))

@@ -27,6 +27,7 @@ from interlink_htcondor.core.jobspec import (
 )
 from interlink_htcondor.core.translate.errors import TranslationError
 from interlink_htcondor.core.translate.resources import PodResources
+from interlink_htcondor.core.translate.values import first_control
 from interlink_htcondor.settings import Settings
 
 WRAPPER_OUT = "wrapper.out"
@@ -66,8 +67,12 @@ def verify(desc: SubmitDescription) -> dict[str, str]:
 
     submit = desc.escaped()
     for key, value in submit.items():
-        if any(ch in value for ch in "\n\r\x00"):
-            raise TranslationError(f"submit command {key}: the value must be a single line")
+        ch = first_control(value)
+        if ch is not None:
+            raise TranslationError(
+                f"submit command {key}: the value must be a single line without control "
+                f"characters, not contain {ch!r}"
+            )
         if value.endswith("\\"):  # would join the next line, wherever the gateway adds one
             raise TranslationError(f"submit command {key}: the value must not end with '\\'")
     try:

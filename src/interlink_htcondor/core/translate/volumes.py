@@ -22,20 +22,22 @@ from interlink_htcondor.core.models import (
     Volume,
 )
 from interlink_htcondor.core.plan import SandboxFile
-from interlink_htcondor.core.translate.context import PodContext, configmap_items, secret_items
+from interlink_htcondor.core.translate.context import PodContext
 from interlink_htcondor.core.translate.downward import field_value, resource_value
 from interlink_htcondor.core.translate.envvars import expand
 from interlink_htcondor.core.translate.errors import TranslationError
+from interlink_htcondor.core.translate.limits import PodBudget, check_count
 from interlink_htcondor.core.translate.paths import (
     absolute_path,
     bindable,
     check_dns_label,
+    check_not_sandboxes,
     mount_path,
     relative_path,
     under_prefix,
 )
 from interlink_htcondor.core.translate.resources import parse
-from interlink_htcondor.settings import StorageSettings
+from interlink_htcondor.settings import LimitSettings, StorageSettings
 
 DEFAULT_MODE = 0o644  # Kubernetes' default for configMap/secret/projected/downwardAPI
 SECRET_DEFAULT_MODE = 0o600  # stricter than Kubernetes when the pod gives no mode
@@ -61,14 +63,17 @@ def _mode(value: int | None, default: int, where: str) -> int:
 
 
 class _Files:
-    """The files of one volume, with path checks and no file/directory clashes."""
+    """The files of one volume, with path checks, no file/directory clashes, and every
+    file charged to the pod's budget (``items`` may name one big key many times)."""
 
-    def __init__(self, volume: str) -> None:
+    def __init__(self, volume: str, budget: PodBudget) -> None:
         self.volume = volume
+        self.budget = budget
         self.entries: dict[str, tuple[bytes, int]] = {}
 
     def add(self, path: str, content: bytes, mode: int, where: str, *, secret: bool) -> None:
         relative_path(path, f"{where}: path")
+        self.budget.file(len(content), f"{where}: path {path!r}")
         self.entries[path] = (content, mode & NO_OTHERS if secret else mode)
 
     def sandbox_files(self) -> list[SandboxFile]:
@@ -151,7 +156,7 @@ def _projected(ctx: PodContext, vol: Volume, out: _Files) -> None:
         elif proj.service_account_token is not None:
             secret_paths.add(proj.service_account_token.path)
     if resolved is not None:
-        for path, content in configmap_items(resolved, where).items():
+        for path, content in ctx.configmap_data(resolved, where).items():
             out.add(
                 path,
                 content,
@@ -178,7 +183,7 @@ def _projected_configmap(
         raise TranslationError(f"{where}: configMap {src.name!r} is not in the request")
     _select(
         src.items,
-        configmap_items(cm, where),
+        ctx.configmap_data(cm, where),
         out,
         default_mode,
         f"{where}: configMap {src.name!r}",
@@ -197,7 +202,7 @@ def _projected_secret(
         raise TranslationError(f"{where}: secret {src.name!r} is not in the request")
     _select(
         src.items,
-        secret_items(secret, where),
+        ctx.secret_data(secret, where),
         out,
         default_mode,
         f"{where}: secret {src.name!r}",
@@ -222,6 +227,7 @@ def _sources(vol: Volume) -> list[str]:
 def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
     plan = VolumePlan()
     ns = ctx.pod.metadata.namespace
+    check_count(ctx.pod.spec.volumes, ctx.limits.max_volumes, "volumes", "limits.max_volumes")
     for vol in ctx.pod.spec.volumes:
         where = f"volume {vol.name!r}"
         check_dns_label(vol.name, "volume name")
@@ -237,7 +243,7 @@ def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
             raise TranslationError(f"{where}: has several sources: {', '.join(kinds)}")
         kind = kinds[0] if kinds else "emptyDir"  # the API server's default source
         sandbox = VolumeSpec(kind="sandbox", path=f"{VOLUME_DIR}/{vol.name}")
-        files = _Files(vol.name)
+        files = _Files(vol.name, ctx.budget)
         if kind == "configMap":
             src = vol.config_map
             assert src is not None
@@ -248,7 +254,7 @@ def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
             if cm is not None:
                 _select(
                     src.items,
-                    configmap_items(cm, where),
+                    ctx.configmap_data(cm, where),
                     files,
                     _mode(src.default_mode, DEFAULT_MODE, where),
                     f"{where}: configMap {src.name!r}",
@@ -268,7 +274,7 @@ def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
             if secret is not None:
                 _select(
                     ssrc.items,
-                    secret_items(secret, where),
+                    ctx.secret_data(secret, where),
                     files,
                     _mode(ssrc.default_mode, SECRET_DEFAULT_MODE, where),
                     f"{where}: secret {ssrc.secret_name!r}",
@@ -303,6 +309,7 @@ def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
                     f"{where}: hostPath {path!r} is outside the allowed prefixes "
                     f"{storage.host_path_allow}"
                 )
+            check_not_sandboxes(path, storage, f"{where}: hostPath")
             plan.specs[vol.name] = VolumeSpec(kind="host", path=path)
         else:  # persistentVolumeClaim
             psrc = vol.persistent_volume_claim
@@ -317,6 +324,7 @@ def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
                 )
             path = absolute_path(target, f"{where}: path of claim {psrc.claim_name!r}")
             bindable(path, f"{where}: path of claim {psrc.claim_name!r}")
+            check_not_sandboxes(path, storage, f"{where}: path of claim {psrc.claim_name!r}")
             if psrc.read_only:
                 plan.read_only.add(vol.name)
             plan.specs[vol.name] = VolumeSpec(kind="host", path=path)
@@ -325,10 +333,13 @@ def build_volumes(ctx: PodContext, storage: StorageSettings) -> VolumePlan:
 
 
 def container_mounts(
-    c: Container, kind: str, plan: VolumePlan, env: dict[str, str]
+    c: Container, kind: str, plan: VolumePlan, env: dict[str, str], limits: LimitSettings
 ) -> list[MountSpec]:
     mounts: list[MountSpec] = []
     seen: set[str] = set()
+    check_count(
+        c.volume_mounts, limits.max_mounts, f"{kind} {c.name!r}: volumeMounts", "limits.max_mounts"
+    )
     for m in c.volume_mounts:
         where = f"{kind} {c.name!r}: volumeMount {m.mount_path!r}"
         if m.name not in plan.specs:
@@ -339,7 +350,11 @@ def container_mounts(
         seen.add(path)
         if m.sub_path and m.sub_path_expr:
             raise TranslationError(f"{where}: subPath and subPathExpr are exclusive")
-        sub = expand(m.sub_path_expr, env) if m.sub_path_expr else m.sub_path
+        sub = (
+            expand(m.sub_path_expr, env, limits.max_value_bytes, f"{where}: subPathExpr")
+            if m.sub_path_expr
+            else m.sub_path
+        )
         if sub:
             relative_path(sub, f"{where}: subPath")
             bindable(sub, f"{where}: subPath")
