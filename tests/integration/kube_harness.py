@@ -222,9 +222,7 @@ class KubeCluster:
             if time.monotonic() > deadline:
                 break
             time.sleep(1)
-        states = {
-            n: (pods[n].status.to_dict() if n in pods else "absent") for n in sorted(waiting)
-        }
+        states = {n: (pods[n].status.to_dict() if n in pods else "absent") for n in sorted(waiting)}
         raise AssertionError(
             f"pods of {namespace} not there after {timeout} s: {waiting}\n{states}\n"
             f"events:\n{self.events_text(namespace)}"
@@ -331,6 +329,14 @@ class ClusterJobs:
     def ids_of_pod(self, uid: str) -> set[str]:
         """Distinct job ids of the pod, queue and history: one means never duplicated."""
         return {f"{a['ClusterId']}.{a['ProcId']}" for a in self.of_pod(uid, history=True)}
+
+    def ids_by_pod(self, extra: str) -> dict[str, set[str]]:
+        """Distinct job ids, queue and history, of every pod of the jobs matching ``extra``,
+        by pod uid (one history scan, which takes seconds on a long-lived pool)."""
+        found: dict[str, set[str]] = {}
+        for a in self.query(extra, history=True):
+            found.setdefault(a["InterlinkPodUID"], set()).add(f"{a['ClusterId']}.{a['ProcId']}")
+        return found
 
     def in_namespace(self, namespace: str) -> list[Any]:
         """Jobs still in the queue for pods of ``namespace``."""

@@ -18,19 +18,25 @@ reason, and the pod's own ``status.reason`` is set to the same.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import os
 import re
+import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kube_harness import PODS, ClusterJobs, Json, KubeCluster, load_manifest, load_objects
 
+from interlink_htcondor.client import PluginClient
 from interlink_htcondor.devpool import PoolInfo
 from interlink_htcondor.local_plugin import free_port
 
@@ -72,6 +78,7 @@ class Outcome:
 
     pod: Any
     manifest: Json
+    host_dir: Path
     logs: dict[str, str] = field(default_factory=dict)
     job_ids: set[str] = field(default_factory=set)
 
@@ -96,8 +103,9 @@ class Row:
     text and the outcome); ``check`` anything else; ``job`` whether the pod reaches the
     plugin (one HTCondor job, the pod's ``JobID``) or never does (no job). ``settled``
     says when the pod is in the state to check (default: a terminal phase); ``adjust``
-    changes the manifest before it is created; ``kubelet`` is how a kubelet's report
-    differs (empty when it does not)."""
+    changes the manifest before it is created (given a directory of the row's own that the
+    site's hostPath policy allows, owned by the job user); ``kubelet`` is how a kubelet's
+    report differs (empty when it does not)."""
 
     file: str
     phase: str
@@ -108,7 +116,7 @@ class Row:
     check: Callable[[Outcome, KubeCluster], None] | None = None
     job: bool = True
     settled: Callable[[Any], bool] = lambda pod: pod.status.phase in TERMINAL
-    adjust: Callable[[Json], None] | None = None
+    adjust: Callable[[Json, Path], None] | None = None
     kubelet: str = ""
 
 
@@ -229,11 +237,119 @@ def _scheduled_by_kube(pod: Any) -> bool:
     )
 
 
-def _localhost_port(manifest: Json) -> None:
+def _localhost_port(manifest: Json, host_dir: Path) -> None:
     # Pods share the machine's loopback: a port no other test uses.
-    port = str(free_port())
+    port = free_port()
     for c in manifest["spec"]["containers"]:
-        c["env"] = [{"name": "PORT", "value": port}]
+        c["env"] = [{"name": "PORT", "value": str(port)}]
+        for p in c.get("ports") or []:
+            p["containerPort"] = port
+
+
+def _host_path(manifest: Json, host_dir: Path) -> None:
+    """The pod's one hostPath volume at the row's directory (the file's /srv/... is outside
+    what the site allows)."""
+    manifest["spec"]["volumes"][0]["hostPath"]["path"] = str(host_dir)
+
+
+def _port_and_host_path(manifest: Json, host_dir: Path) -> None:
+    _localhost_port(manifest, host_dir)
+    _host_path(manifest, host_dir)
+
+
+def _listening_now(manifest: Json, host_dir: Path) -> None:
+    # The server waits for "listen" before it binds: the startup probe passes at once.
+    _port_and_host_path(manifest, host_dir)
+    (host_dir / "listen").touch()
+
+
+def _running(*names: str) -> Callable[[Any], bool]:
+    def settled(pod: Any) -> bool:
+        states = {s.name: s.state for s in pod.status.container_statuses or []}
+        return all(n in states and states[n].running is not None for n in names)
+
+    return settled
+
+
+def _ready(pod: Any) -> bool:
+    return any(s.ready for s in pod.status.container_statuses or [])
+
+
+def _restarted(pod: Any) -> bool:
+    return any(s.restart_count >= 1 for s in pod.status.container_statuses or [])
+
+
+def _plugin_ready(cluster: KubeCluster, pod: Any) -> bool:
+    """The ``ready`` the cluster's plugin reports for the pod's first container."""
+    body = cluster.api.sanitize_for_serialization(pod)
+
+    async def ask() -> Any:
+        async with PluginClient(f"unix://{cluster.plugin_socket}") as plugin:
+            return await plugin.status([body])
+
+    (status,) = asyncio.run(ask())
+    return bool(status["containers"][0].get("ready"))
+
+
+def _readiness_is_the_virtual_kubelets(o: Outcome, cluster: KubeCluster) -> None:
+    # The server now answers 503 on /ready: the plugin's readiness probe turns the container
+    # unready, but the virtual kubelet at the pinned commit sets ready for every running
+    # container whatever the plugin says, so the API server keeps showing it ready.
+    ns, name = o.pod.metadata.namespace, o.pod.metadata.name
+    web = o.status_of("web")
+    assert web.ready and web.state.running is not None, web
+    deadline = time.monotonic() + 60
+    while not _plugin_ready(cluster, o.pod):
+        assert time.monotonic() < deadline, "the plugin never reported the container ready"
+        time.sleep(0.5)
+    (o.host_dir / "unready").touch()
+    while _plugin_ready(cluster, o.pod):
+        assert time.monotonic() < deadline, "the plugin never reported the container unready"
+        time.sleep(0.5)
+    pod = cluster.read_pod(ns, name)
+    assert pod.status.phase == "Running" and pod.status.container_statuses[0].ready
+
+
+def _liveness_restarts(o: Outcome, cluster: KubeCluster) -> None:
+    # restartPolicy Always: the failed liveness probe restarts the container in its job.
+    s = o.status_of("liveness")
+    assert s.restart_count >= 1, s
+    if s.state.waiting is not None:
+        assert s.state.waiting.reason == "CrashLoopBackOff", s
+        assert "Liveness probe failed" in s.state.waiting.message, s
+    else:
+        assert s.state.running is not None, s
+    ns, name = o.pod.metadata.namespace, o.pod.metadata.name
+    text = cluster.logs(ns, name, "-c", "liveness")
+    assert re.fullmatch(r"instance [2-9]\d*\n", text), text  # not the first instance
+
+
+def _wait_logged(cluster: KubeCluster, o: Outcome, expected: dict[str, str]) -> None:
+    """Until each container has logged its first line (its signal handler is then set)."""
+    ns, name = o.pod.metadata.namespace, o.pod.metadata.name
+    deadline = time.monotonic() + 60
+    while any(cluster.logs(ns, name, "-c", c) != text for c, text in expected.items()):
+        assert time.monotonic() < deadline, f"{name}: {expected} not logged in 60 s"
+        time.sleep(0.5)
+
+
+def _prestop_hooks_on_delete(o: Outcome, cluster: KubeCluster) -> None:
+    # `kubectl delete` (grace 10 s): the httpGet hook reaches the server, the sleep hook
+    # holds the other container's SIGTERM back 2 s; both write into the row's directory.
+    ns, name = o.pod.metadata.namespace, o.pod.metadata.name
+    _wait_logged(cluster, o, {"web": "serving\n", "sleeper": "sleeping\n"})
+    deleted_at = time.time()
+    cluster.kubectl_ok("delete", "pod", "-n", ns, name, "--wait=true", timeout=120)
+    web = (o.host_dir / "web").read_text().splitlines()
+    assert web == ["/prestop kube-lifecycle/interlink-htcondor", "TERM"], web
+    assert float((o.host_dir / "sleeper").read_text()) - deleted_at >= 1.9
+
+
+def _prestop_exec_on_delete(o: Outcome, cluster: KubeCluster) -> None:
+    ns, name = o.pod.metadata.namespace, o.pod.metadata.name
+    _wait_logged(cluster, o, {"main": "started\n"})
+    cluster.kubectl_ok("delete", "pod", "-n", ns, name, "--wait=true", timeout=120)
+    assert (o.host_dir / "marker").read_text() == "prestop-ran\n"
 
 
 # -- the table ----------------------------------------------------------------------------------
@@ -281,9 +397,27 @@ ROWS: tuple[Row, ...] = (
     Row("sleeper.yaml", "Succeeded", "Completed", {"sleep": OK}, logs={"sleep": "awake\ndone\n"}),
     Row("unschedulable.yaml", "Pending", None, job=False, settled=_scheduled_by_kube,
         check=_unschedulable),
-    Row("prestop.yaml", "Failed", "Error: 1",
-        {"main": Term(1, message="hostPath volumes are not allowed on this site")},
-        kubelet="runs (a kubelet node allows the hostPath; the cluster's plugin allows none)"),
+    Row("prestop.yaml", "Running", "Running",
+        settled=_running("main"), adjust=_host_path, check=_prestop_exec_on_delete),
+    Row("poststart.yaml", "Succeeded", "Completed", {"main": OK},
+        logs={"main": "hello from postStart\n"}),
+    Row("poststart-fail.yaml", "Failed", "Error: 143",
+        {"main": Term((143, 137), message='Exec lifecycle hook ([sh -c echo hook failed on '
+                      'purpose; exit 3]) for Container "main" in Pod "poststart-fail_')},
+        kubelet="container reason FailedPostStartHook (the VK rewrites it to Error: <code>)"),
+    Row("liveness-http.yaml", "Failed", "Error: 143",
+        {"web": Term((143, 137), message="Liveness probe failed: HTTP probe failed with "
+                     "statuscode: 500; container web failed liveness probe")},
+        logs={"web": "serving\n"}, adjust=_localhost_port,
+        kubelet="container reason Error; no pod reason"),
+    Row("liveness-exec.yaml", "Running", "Running", settled=_restarted,
+        check=_liveness_restarts),
+    Row("probes-ready.yaml", "Running", "Running", logs={"web": "listening\n"},
+        settled=_ready, adjust=_listening_now, check=_readiness_is_the_virtual_kubelets,
+        kubelet="ready turns false when the readiness probe fails"),
+    Row("prestop-http-sleep.yaml", "Running", "Running",
+        settled=_running("web", "sleeper"), adjust=_port_and_host_path,
+        check=_prestop_hooks_on_delete),
 )  # fmt: skip
 
 
@@ -298,18 +432,26 @@ def batch(kube_cluster: KubeCluster, pool: PoolInfo) -> Iterator[dict[str, Outco
     """Every row's pod created at once in a fresh namespace, waited for together; then
     their logs and jobs."""
     ns = kube_cluster.new_namespace("conformance")
+    host_root = pool.shared_dir / "hostpath" / f"kube-{ns}"
     try:
         kube_cluster.create_objects(load_objects(CONFIGMAPS) + load_objects(SECRETS), ns)
         manifests: dict[str, Json] = {}
+        host_dirs: dict[str, Path] = {}
         for row in ROWS:
             manifest = load_manifest(row.file)
+            host_dirs[row.file] = host_dir = host_root / manifest["metadata"]["name"]
             if row.adjust is not None:
-                row.adjust(manifest)
+                host_dir.mkdir(parents=True, mode=0o755)
+                for d in (host_root, host_dir):
+                    os.chown(d, pool.job_uid, pool.job_gid)
+                row.adjust(manifest, host_dir)
             kube_cluster.create_pod(manifest, ns)
             manifests[row.file] = manifest
         name = {row.file: manifests[row.file]["metadata"]["name"] for row in ROWS}
         pods = kube_cluster.wait_pods(ns, {name[r.file]: r.settled for r in ROWS}, timeout=600)
-        outcomes = {r.file: Outcome(pods[name[r.file]], manifests[r.file]) for r in ROWS}
+        outcomes = {
+            r.file: Outcome(pods[name[r.file]], manifests[r.file], host_dirs[r.file]) for r in ROWS
+        }
         jobs = ClusterJobs(pool, kube_cluster.plugin_instance)
         calls = [(o, c) for r in ROWS for o in [outcomes[r.file]] for c in r.logs]
         with ThreadPoolExecutor(4) as ex:
@@ -318,15 +460,13 @@ def batch(kube_cluster: KubeCluster, pool: PoolInfo) -> Iterator[dict[str, Outco
             )
             for (o, c), text in zip(calls, texts, strict=True):
                 o.logs[c] = text
-            for o, ids in zip(
-                outcomes.values(),
-                ex.map(lambda o: jobs.ids_of_pod(o.pod.metadata.uid), outcomes.values()),
-                strict=True,
-            ):
-                o.job_ids = ids
+            by_pod = jobs.ids_by_pod(f'InterlinkPodNamespace == "{ns}"')
+        for o in outcomes.values():
+            o.job_ids = by_pod.get(o.pod.metadata.uid, set())
         yield outcomes
     finally:
         left = kube_cluster.delete_namespaces([ns])
+        shutil.rmtree(host_root, ignore_errors=True)
         assert not left, f"namespace {ns} not deleted in time"
 
 
@@ -351,7 +491,8 @@ def test_pod_through_kubernetes(
         # Every container of the pod is reported, each once, in the spec's order.
         names = [c["name"] for c in o.manifest["spec"]["containers"]]
         assert [s.name for s in pod.status.container_statuses] == names
-        assert not any(s.ready for s in pod.status.container_statuses)
+        if pod.status.phase in TERMINAL:
+            assert not any(s.ready for s in pod.status.container_statuses)
     for name, expected in row.logs.items():
         if isinstance(expected, str):
             assert o.logs[name] == expected, (name, o.logs[name])
