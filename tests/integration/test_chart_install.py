@@ -422,10 +422,13 @@ def interlink_config_keys(cluster: KubeCluster) -> set[str]:
     """The YAML keys of interLink's API server config at the cluster's pinned commit, read
     from the source ``cluster up`` built it from."""
     version = cluster.info.versions["interlink"]
-    source = devcluster.ClusterPaths(cluster.info.state_dir).build / f"interlink-{version}"
-    config_go = source / "pkg" / "interlink" / "config.go"
-    assert config_go.is_file(), f"interLink's source is not at {source} (cluster up builds it)"
-    return set(re.findall(r'yaml:"([A-Za-z_]+)', config_go.read_text()))
+    # A private cluster shares the default one's builds: the source is where they were made.
+    roots = (devcluster.ClusterPaths(cluster.info.state_dir), devcluster.builtin_paths())
+    sources = [r.build / f"interlink-{version}" for r in roots]
+    found = [s / "pkg" / "interlink" / "config.go" for s in sources]
+    found = [f for f in found if f.is_file()]
+    assert found, f"interLink's source is in none of {sources} (cluster up builds it)"
+    return set(re.findall(r'yaml:"([A-Za-z_]+)', found[0].read_text()))
 
 
 # -- probes ------------------------------------------------------------------------------------
