@@ -240,6 +240,13 @@ class KubeCluster:
         """``kubectl logs`` of the pod (``-c NAME`` and other options in ``args``)."""
         return self.kubectl_ok("logs", "-n", namespace, pod, *args, timeout=timeout)
 
+    def restart(self, component: str) -> ClusterInfo:
+        """``devcluster.restart`` of one component of the selected cluster (the one
+        ``devcluster.ensure_up()`` gave), keeping ``info`` (the pids) current for the tests
+        that run after this one."""
+        self.info = devcluster.restart(component, say=None)
+        return self.info
+
     def wait_node_ready(self, timeout: float = 90) -> Any:
         """The node once its Ready condition is True. It turns False for up to 30 s when a
         ping of interLink fails (e.g. while a test restarts a component)."""

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 from kube_harness import ClusterJobs, Json, KubeCluster, load_manifest, node_condition
 
-from interlink_htcondor import devcluster
 from interlink_htcondor.devpool import PoolInfo
 
 pytestmark = pytest.mark.integration
@@ -366,10 +365,8 @@ def test_restarting_each_component_keeps_every_pods_status_and_job(
     jobs = ClusterJobs(pool, kube_cluster.plugin_instance)
     before = _snapshot(kube_cluster, lived.ns, STEADY)
     for component in ("plugin", "interlink", "virtual-kubelet"):
-        old = devcluster.read_info()
-        assert old is not None
-        new = devcluster.restart(component, say=None)
-        assert new.pids[component] != old.pids[component]
+        old = kube_cluster.info.pids[component]
+        assert kube_cluster.restart(component).pids[component] != old
         kube_cluster.wait_node_ready()
         # Statuses are refreshed from the plugin every few seconds: wait for a few rounds.
         deadline = time.monotonic() + 10
@@ -391,10 +388,8 @@ def test_a_stopped_plugin_turns_the_node_not_ready_and_pods_keep_their_status(
     kube_cluster: KubeCluster, lived: Lived
 ) -> None:
     before = _snapshot(kube_cluster, lived.ns, STEADY)
-    info = devcluster.read_info()
-    assert info is not None
     try:
-        os.kill(info.pids["plugin"], signal.SIGTERM)
+        os.kill(kube_cluster.info.pids["plugin"], signal.SIGTERM)
         deadline = time.monotonic() + 120
         while True:
             node = kube_cluster.core.read_node(kube_cluster.node_name)
@@ -409,7 +404,7 @@ def test_a_stopped_plugin_turns_the_node_not_ready_and_pods_keep_their_status(
         assert ready.status == "False", ready
         assert _snapshot(kube_cluster, lived.ns, STEADY) == before
     finally:
-        devcluster.restart("plugin", say=None)
+        kube_cluster.restart("plugin")
         kube_cluster.wait_node_ready(timeout=120)
     node = kube_cluster.core.read_node(kube_cluster.node_name)
     assert node_condition(node, "InterlinkConnectivity").reason == "InterlinkPingSuccessful"
