@@ -100,7 +100,7 @@ def log_pods(kube_cluster: KubeCluster) -> Iterator[tuple[str, dict[str, str]]]:
     uids = {
         m["metadata"]["name"]: kube_cluster.create_pod(m, ns).metadata.uid for m in (ticker, done)
     }
-    kube_cluster.wait_pods(ns, {"ticker": running, "done": terminal}, timeout=240)
+    kube_cluster.wait_pods(ns, {"ticker": running, "done": terminal}, timeout=600)
     yield ns, uids
     left = kube_cluster.delete_namespaces([ns])
     assert not left, f"namespace {ns} not deleted in time"
@@ -284,7 +284,7 @@ def lived(kube_cluster: KubeCluster) -> Iterator[Lived]:
                 and p.status.container_statuses[0].state.waiting.reason == "Unschedulable"
             ),
         },
-        timeout=240,
+        timeout=600,
     )
     yield Lived(ns, uids)
     left = kube_cluster.delete_namespaces([ns])
@@ -374,7 +374,7 @@ def test_restarting_each_component_keeps_every_pods_status_and_job(
             assert _snapshot(kube_cluster, lived.ns, STEADY) == before, component
             time.sleep(2)
     # Statuses still flow: the finisher, running through the restarts, succeeds.
-    pod = kube_cluster.wait_pod(lived.ns, "finisher", terminal, timeout=240, what="its end")
+    pod = kube_cluster.wait_pod(lived.ns, "finisher", terminal, timeout=600, what="its end")
     assert pod.status.phase == "Succeeded", pod.status
     assert kube_cluster.logs(lived.ns, "finisher") == "awake\ndone\n"
     # One job per pod, never a second one.
