@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 
-.PHONY: venv test unit demo lint constraints pool-up pool-down pool-status cluster-up cluster-down \
+.PHONY: venv test unit demo demo-chain lint constraints pool-up pool-down pool-status cluster-up cluster-down \
 	cluster-status browser hub-up hub-down hub-status doc-images
 
 venv: $(STAMP)
@@ -36,9 +36,10 @@ constraints:
 # needed, left running; the cluster's Go builds happen here, before pytest's per-test
 # timeout), with
 # line coverage held at 90% or more for the service and the core (the job wrapper runs in
-# jobs, not in the measured process).
+# jobs, not in the measured process). The unit tier runs first, in a process that no
+# integration test has left threads in.
 test: venv pool-up cluster-up browser
-	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests --cov --cov-report= \
+	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests/unit tests/install tests/integration --cov --cov-report= \
 		--junitxml=out/junit.xml --durations=15 -ra
 	$(BIN)/coverage report --include='src/interlink_htcondor/service/*' --fail-under=90
 	$(BIN)/coverage report --include='src/interlink_htcondor/core/*' --fail-under=90
@@ -49,6 +50,11 @@ unit: venv
 
 demo: venv pool-up
 	$(BIN)/interlink-htcondor demo
+
+# The same analysis through Kubernetes: the development cluster (built if needed), the
+# dask-kubernetes operator and a VirtualNodeCluster whose workers are HTCondor jobs.
+demo-chain: venv cluster-up
+	$(BIN)/interlink-htcondor demo --chain
 
 lint: venv
 	$(BIN)/ruff check .

@@ -4,22 +4,31 @@ interLink's virtual kubelet and API server, and the plugin in front of the perso
 ``KubeCluster`` wraps the running cluster (``devcluster.ClusterInfo``) with a CoreV1 client,
 kubectl, fresh namespaces (deleted when the session ends, which deletes their pods and so
 their jobs), pods from ``tests/pods`` made ready for the API server, and waits with deadlines.
+``ClusterJobs`` counts a pod's jobs of the cluster's plugin in the pool's schedd;
+``private_cluster`` starts a cluster of a test's own (its own state directory and free
+ports, the builds and the pool shared) and takes it down with every job it made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
+from interlink_htcondor import devcluster
 from interlink_htcondor.devcluster import ClusterInfo
+from interlink_htcondor.devcluster import config as cconfig
+from interlink_htcondor.devpool import PoolInfo
+from interlink_htcondor.local_plugin import force_remove, pool_schedd
 
 PODS = Path(__file__).resolve().parent.parent / "pods"
 Json = dict[str, Any]
@@ -144,6 +153,18 @@ class KubeCluster:
             raise
         return True
 
+    def create_objects(self, docs: list[Json], namespace: str) -> None:
+        """Create ConfigMaps and Secrets (``load_objects``) in ``namespace``."""
+        for d in docs:
+            body = copy.deepcopy(d)
+            body["metadata"]["namespace"] = namespace
+            if d["kind"] == "ConfigMap":
+                self.core.create_namespaced_config_map(namespace, cast(Any, body))
+            elif d["kind"] == "Secret":
+                self.core.create_namespaced_secret(namespace, cast(Any, body))
+            else:
+                raise ValueError(f"not a ConfigMap or Secret: {d['kind']}")
+
     def create_pod(self, manifest: Json, namespace: str) -> Any:
         """Create ``manifest`` (see ``load_manifest``) in ``namespace``; the V1Pod."""
         body = copy.deepcopy(manifest)
@@ -178,6 +199,54 @@ class KubeCluster:
             f"{pod.status.phase}, status {pod.status.to_dict()}\nevents:\n{events}"
         )
 
+    def list_pods(self, namespace: str) -> dict[str, Any]:
+        """The namespace's pods by name (one call)."""
+        items: list[Any] = self.core.list_namespaced_pod(namespace).items
+        return {p.metadata.name: p for p in items}
+
+    def wait_pods(
+        self,
+        namespace: str,
+        until: Mapping[str, Callable[[Any], bool]],
+        timeout: float = 300,
+    ) -> dict[str, Any]:
+        """Poll the namespace (one list call a second) until ``until[name](pod)`` holds for
+        every pod named; the pods then. AssertionError naming those that did not get there,
+        with their states and the namespace's events."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pods = self.list_pods(namespace)
+            waiting = [n for n, ok in until.items() if n not in pods or not ok(pods[n])]
+            if not waiting:
+                return pods
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        states = {n: (pods[n].status.to_dict() if n in pods else "absent") for n in sorted(waiting)}
+        raise AssertionError(
+            f"pods of {namespace} not there after {timeout} s: {waiting}\n{states}\n"
+            f"events:\n{self.events_text(namespace)}"
+        )
+
+    def events(self, namespace: str, name: str | None = None) -> list[Any]:
+        """Core/v1 Events of the namespace (of one object when ``name`` is given)."""
+        selector = f"involvedObject.name={name}" if name else None
+        return list(self.core.list_namespaced_event(namespace, field_selector=selector).items)
+
+    def events_text(self, namespace: str) -> str:
+        return self.kubectl("get", "events", "-n", namespace, "-o", "wide").stdout.decode()
+
+    def logs(self, namespace: str, pod: str, *args: str, timeout: float = 60) -> str:
+        """``kubectl logs`` of the pod (``-c NAME`` and other options in ``args``)."""
+        return self.kubectl_ok("logs", "-n", namespace, pod, *args, timeout=timeout)
+
+    def restart(self, component: str) -> ClusterInfo:
+        """``devcluster.restart`` of one component of the selected cluster (the one
+        ``devcluster.ensure_up()`` gave), keeping ``info`` (the pids) current for the tests
+        that run after this one."""
+        self.info = devcluster.restart(component, say=None)
+        return self.info
+
     def wait_node_ready(self, timeout: float = 90) -> Any:
         """The node once its Ready condition is True. It turns False for up to 30 s when a
         ping of interLink fails (e.g. while a test restarts a component)."""
@@ -207,9 +276,131 @@ class KubeCluster:
         raise AssertionError(f"pod {namespace}/{name} still exists after {timeout} s")
 
 
+def load_objects(file: str, namespace: str | None = None) -> list[Json]:
+    """The ConfigMaps/Secrets of a ``tests/pods`` file, in ``namespace`` when given."""
+    docs = [d for d in yaml.safe_load_all((PODS / file).read_text()) if d]
+    if namespace is not None:
+        for d in docs:
+            d["metadata"]["namespace"] = namespace
+    return docs
+
+
 def phase_is(*phases: str) -> Callable[[Any], bool]:
     return lambda pod: pod.status.phase in phases
 
 
 def job_constraint(cluster: KubeCluster, pod_uid: str) -> str:
     return f'InterlinkPodUID == "{pod_uid}" && InterlinkPlugin == "{cluster.plugin_instance}"'
+
+
+def node_condition(node: Any, kind: str) -> Any:
+    return next((c for c in node.status.conditions or [] if c.type == kind), None)
+
+
+class ClusterJobs:
+    """The jobs of one cluster's plugin in the pool's schedd (located again and retried once
+    on failure: another session may restart the shared pool)."""
+
+    PROJECTION = ("ClusterId", "ProcId", "JobStatus", "InterlinkPodUID", "InterlinkPodNamespace")
+
+    def __init__(self, pool: PoolInfo, instance: str) -> None:
+        self.pool = pool
+        self.instance = instance
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        import htcondor2
+
+        try:
+            return fn(pool_schedd(self.pool))
+        except htcondor2.HTCondorException:
+            time.sleep(2)
+            return fn(pool_schedd(self.pool))
+
+    def constraint(self, extra: str = "") -> str:
+        c = f'InterlinkPlugin == "{self.instance}"'
+        return f"{c} && ({extra})" if extra else c
+
+    def query(self, extra: str = "", history: bool = False) -> list[Any]:
+        c = self.constraint(extra)
+        proj = list(self.PROJECTION)
+        found = list(self._call(lambda s: s.query(constraint=c, projection=proj)))
+        if history:
+            found += list(
+                self._call(lambda s: s.history(constraint=c, projection=proj, match=10_000))
+            )
+        return found
+
+    def of_pod(self, uid: str, history: bool = False) -> list[Any]:
+        return self.query(f'InterlinkPodUID == "{uid}"', history=history)
+
+    def ids_of_pod(self, uid: str) -> set[str]:
+        """Distinct job ids of the pod, queue and history: one means never duplicated."""
+        return {f"{a['ClusterId']}.{a['ProcId']}" for a in self.of_pod(uid, history=True)}
+
+    def ids_by_pod(self, extra: str) -> dict[str, set[str]]:
+        """Distinct job ids, queue and history, of every pod of the jobs matching ``extra``,
+        by pod uid (one history scan, which takes seconds on a long-lived pool)."""
+        found: dict[str, set[str]] = {}
+        for a in self.query(extra, history=True):
+            found.setdefault(a["InterlinkPodUID"], set()).add(f"{a['ClusterId']}.{a['ProcId']}")
+        return found
+
+    def in_namespace(self, namespace: str) -> list[Any]:
+        """Jobs still in the queue for pods of ``namespace``."""
+        return self.query(f'InterlinkPodNamespace == "{namespace}"')
+
+    def wait_gone(self, extra: str, timeout: float = 120) -> list[Any]:
+        """Poll until no job matching ``extra`` is left in the queue; what is left then."""
+        deadline = time.monotonic() + timeout
+        left = self.query(extra)
+        while left and time.monotonic() < deadline:
+            time.sleep(1)
+            left = self.query(extra)
+        return left
+
+    def remove_all(self, reason: str) -> None:
+        """Force out every job of this plugin instance (a test cluster's leftovers)."""
+        c = self.constraint()
+        self._call(lambda s: force_remove(s, c, reason, grace=5))
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def free_port_offset(start: int = 5000, step: int = 100, tries: int = 50) -> int:
+    """A port offset (from the default cluster's ports) whose ports are all valid and none
+    is listening: a cluster of a test's own, beside whatever clusters already run here."""
+    for i in range(tries):
+        offset = start + i * step
+        try:
+            ports = cconfig.ports_for_offset(offset)
+        except ValueError:
+            continue
+        if not any(listening(p) for p in ports.all().values()):
+            return offset
+    raise AssertionError(f"no free set of cluster ports from offset {start} on")
+
+
+@contextlib.contextmanager
+def private_cluster(root: Path, pool: PoolInfo) -> Iterator[KubeCluster]:
+    """A cluster of the caller's own in ``root`` (free ports; the builds and the pool
+    shared), for tests that stop or restart its components. Afterwards its namespaces are
+    deleted (their pods' jobs with them), it is taken down, and any job its plugin left is
+    removed."""
+    paths = devcluster.ClusterPaths(root, bin_root=devcluster.builtin_paths().bin)
+    ports = cconfig.ports_for_offset(free_port_offset())
+    info = devcluster.ensure_up(paths=paths, ports=ports, say=None)
+    cluster = KubeCluster(info)
+    jobs = ClusterJobs(pool, info.plugin_instance)
+    try:
+        yield cluster
+    finally:
+        try:
+            if devcluster.read_info(paths) is not None:
+                cluster.delete_namespaces(timeout=120)
+        finally:
+            devcluster.down(paths=paths, say=None)
+            jobs.remove_all("test cluster taken down")

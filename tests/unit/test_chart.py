@@ -13,187 +13,27 @@ from typing import Any
 import helm_python as helm
 import jsonschema  # type: ignore[import-untyped]
 import kubernetes_validate  # type: ignore[import-untyped]
-import kubernetes_validate.utils  # type: ignore[import-untyped]
 import pytest
 import yaml
+from _chart_support import (
+    CHART,
+    FULLNAME,
+    KUBE_VERSION,
+    ROOT,
+    SCHEMA_VERSIONS,
+    SERVICE_MONITOR_SCHEMA,
+    SIDECAR,
+    TCP_METRICS,
+    VALUE_SETS,
+    containers,
+    find,
+    mounts,
+    pod_specs,
+    render,
+    volumes,
+)
 
 from interlink_htcondor import settings
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "interlink-htcondor"
-KUBE_VERSION = "1.30.0"
-# The oldest Kubernetes the chart declares (Chart.yaml kubeVersion) and the newest schemas.
-SCHEMA_VERSIONS = ("1.25.0", kubernetes_validate.utils.latest_version())
-RELEASE, NAMESPACE = "site", "interlink"
-FULLNAME = "site-interlink-htcondor"
-
-SIDECAR = {
-    "interlink": {"enabled": True, "tls": {"existingSecret": "il-tls", "clientCAKey": "ca.crt"}},
-    "auth": {
-        "method": "SCITOKENS",
-        "existingSecret": "schedd-scitoken",
-        "refresh": {
-            "enabled": True,
-            "image": "registry.example.org/token-refresh:1",
-            "command": ["/usr/local/bin/refresh-token"],
-        },
-    },
-    "config": {
-        "schedd": {"collector": "cm.example.org:9618", "schedd_name": "ap1.example.org"},
-        "containers": {
-            "image_rules": [
-                {"match": "ghcr.io/*", "target": "/cvmfs/unpacked.cern.ch/{repository}:{tag}"}
-            ]
-        },
-        "storage": {
-            "mode": "spool",
-            "shared_dir": "/var/lib/interlink-htcondor/pods",
-            "host_path_allow": ["/cvmfs"],
-            "pvc_paths": {"data": "/eos/data"},
-        },
-        "policy": {"accounting_groups": {"cms": "group_cms", "*": "group_other"}},
-        "resources": {"default_memory_mib": 2000},
-    },
-    "networkPolicy": {
-        "enabled": True,
-        "from": [{"podSelector": {"matchLabels": {"app": "htcondor-vk"}}}],
-    },
-}
-TCP_METRICS = {
-    "metrics": {"enabled": True, "serviceMonitor": {"enabled": True, "labels": {"release": "p"}}},
-    "tls": {"existingSecret": "plugin-tls"},
-    "bearerToken": {"existingSecret": "plugin-bearer", "key": "token"},
-    "auth": {"method": "IDTOKENS", "existingSecret": "schedd-idtoken"},
-    "service": {"port": 8443},
-    "config": {
-        "storage": {"mode": "shared", "shared_dir": "/shared/interlink"},
-        "containers": {"mode": "container_universe"},
-    },
-    "storage": {"volume": {"persistentVolumeClaim": {"claimName": "grid-shared"}}},
-}
-VALUE_SETS: dict[str, dict[str, Any] | None] = {
-    "default": None,
-    "sidecar-socket": SIDECAR,
-    "tcp-metrics": TCP_METRICS,
-}
-# Custom resources have no schema in kubernetes-validate: the ServiceMonitor is checked
-# against the part of the prometheus-operator CRD the chart uses.
-SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            },
-        },
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["selector", "endpoints"],
-            "properties": {
-                "selector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["matchLabels"],
-                    "properties": {
-                        "matchLabels": {
-                            "type": "object",
-                            "minProperties": 1,
-                            "additionalProperties": {"type": "string"},
-                        }
-                    },
-                },
-                "endpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["port", "path"],
-                        "properties": {
-                            "port": {"type": "string"},
-                            "path": {"type": "string", "pattern": "^/"},
-                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "tlsConfig": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "properties": {
-                                    "ca": {
-                                        "type": "object",
-                                        "required": ["secret"],
-                                        "properties": {
-                                            "secret": {
-                                                "type": "object",
-                                                "required": ["name", "key"],
-                                            }
-                                        },
-                                    },
-                                    "serverName": {"type": "string", "minLength": 1},
-                                },
-                            },
-                            "authorization": {
-                                "type": "object",
-                                "additionalProperties": False,
-                                "required": ["type", "credentials"],
-                                "properties": {
-                                    "type": {"const": "Bearer"},
-                                    "credentials": {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "required": ["name", "key"],
-                                        "properties": {
-                                            "name": {"type": "string", "minLength": 1},
-                                            "key": {"type": "string", "minLength": 1},
-                                        },
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-
-
-def render(values: dict[str, Any] | None) -> list[dict[str, Any]]:
-    with helm.Chart.load(CHART) as chart:
-        files = chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    docs: list[dict[str, Any]] = []
-    for name, text in sorted(files.items()):
-        if not name.endswith(".yaml"):
-            continue
-        docs.extend(d for d in yaml.safe_load_all(text) if d)
-    return docs
-
-
-def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    hits = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
-    assert len(hits) == 1, f"expected one {kind} {name or ''}, got {len(hits)}"
-    return hits[0]
-
-
-def containers(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    spec = find(docs, "Deployment")["spec"]["template"]["spec"]
-    return {c["name"]: c for c in spec["containers"]}
-
-
-def volumes(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    spec = find(docs, "Deployment")["spec"]["template"]["spec"]
-    return {v["name"]: v for v in spec["volumes"]}
-
-
-def mounts(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {m["name"]: m for m in container.get("volumeMounts", [])}
 
 
 @pytest.fixture(autouse=True)
@@ -231,15 +71,6 @@ def test_every_manifest_is_schema_valid(values: dict[str, Any] | None) -> None:
     for pod in pod_specs(docs):
         for volume in pod.get("volumes", []):
             assert len(volume) == 2, f"volume {volume['name']} needs exactly one source"
-
-
-def pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pod specs of the Deployment and of any CronJob, in that order."""
-    pods = [find(docs, "Deployment")["spec"]["template"]["spec"]]
-    pods += [
-        d["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in docs if d["kind"] == "CronJob"
-    ]
-    return pods
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -408,6 +239,41 @@ def test_tcp_metrics_servicemonitor_tls_and_bearer(tmp_path: Path) -> None:
     assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": "plugin-tls", "key": "tls.crt"}
     assert endpoint["authorization"]["credentials"] == {"name": "plugin-bearer", "key": "token"}
     assert monitor["metadata"]["labels"]["release"] == "p"
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_selectors_pick_the_plugin_pod_only(values: dict[str, Any] | None) -> None:
+    """The Deployment, every Service and the NetworkPolicy select the plugin's pod and no
+    other pod of the release: a token-refresh pod behind interLink's Service (published even
+    when not ready) would receive the virtual kubelet's requests."""
+    docs = render(values)
+    deployment = find(docs, "Deployment")["spec"]
+    plugin_labels = deployment["template"]["metadata"]["labels"]
+    selectors = [deployment["selector"]["matchLabels"]]
+    selectors += [
+        d["spec"]["selector"] for d in docs if d["kind"] == "Service" and "selector" in d["spec"]
+    ]
+    selectors += [
+        d["spec"]["podSelector"]["matchLabels"] for d in docs if d["kind"] == "NetworkPolicy"
+    ]
+    other_pods = [
+        d["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] == "CronJob"
+    ]
+    for selector in selectors:
+        assert selects(selector, plugin_labels), selector
+        for labels in other_pods:
+            assert not selects(selector, labels), (selector, labels)
+
+
+def test_a_value_set_has_a_token_refresh_pod_to_tell_apart() -> None:
+    # The value set with a CronJob: the test above must have a pod to tell apart.
+    assert any(d["kind"] == "CronJob" for d in render(SIDECAR))
 
 
 def test_config_change_rolls_the_pod() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -503,3 +504,21 @@ def _children() -> set[int]:
             if stat.rsplit(")", 1)[1].split()[1] == me:
                 out.add(int(p.name))
     return out
+
+
+def test_a_restarted_virtual_kubelet_counts_only_its_own_status_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from interlink_htcondor.devcluster import cluster as ccluster
+
+    monkeypatch.setattr(ccluster, "VK_STATUS_LOOP_WAIT", 0.2)
+    log = tmp_path / "virtual-kubelet.log"
+    log.write_bytes(b'time="t0" level=info msg=statusLoop\n')  # the previous process's
+    offset = log.stat().st_size
+    log.write_bytes(log.read_bytes() + b'time="t1" level=info msg="started workers"\n')
+    far = time.monotonic() + 60
+    assert not ccluster._vk_status_loop_started(log, offset, far)
+    with log.open("ab") as f:
+        f.write(b'time="t2" level=info msg=statusLoop\n')
+    assert ccluster._vk_status_loop_started(log, offset, far)
+    assert not ccluster._vk_status_loop_started(tmp_path / "missing.log", 0, far)

@@ -425,6 +425,31 @@ def test_an_unschedulable_pod_says_why(client: TestClient, gateway: FakeGateway)
     p = pod()
     create(client, p)
     gateway.update(p["metadata"]["uid"], RequestCpus=64)  # the largest slot has 8
+    # The very first status after a start says so too (a restarted plugin used to call
+    # the job merely idle until a background read of the slot sizes came back).
+    entry = status_of(client, p)
+    assert entry is not None
+    waiting = entry["containers"][0]["state"]["waiting"]
+    assert waiting["reason"] == "Unschedulable", waiting
+    assert "more than any slot of the pool offers (at most 8)" in waiting["message"]
+    assert len(gateway.ops("capacity")) == 1
+    status_of(client, p)
+    assert len(gateway.ops("capacity")) == 1  # read once, then cached
+
+
+def test_an_idle_pod_is_pending_when_the_slot_sizes_cannot_be_read(
+    client: TestClient, gateway: FakeGateway
+) -> None:
+    gateway.fail["capacity"] = ScheddError("collector query failed: timed out")
+    p = pod()
+    create(client, p)
+    gateway.update(p["metadata"]["uid"], RequestCpus=64)
+    for _ in range(2):
+        entry = status_of(client, p)
+        assert entry is not None
+        assert entry["containers"][0]["state"]["waiting"]["reason"] == "Pending"
+    # Once the collector answers, the background refresh brings the diagnosis.
+    del gateway.fail["capacity"]
 
     def unschedulable() -> bool:
         entry = status_of(client, p)
@@ -432,14 +457,7 @@ def test_an_unschedulable_pod_says_why(client: TestClient, gateway: FakeGateway)
             entry["containers"][0]["state"]["waiting"]["reason"] == "Unschedulable"
         )
 
-    # The first call starts a capacity refresh in the background; a later one uses it.
     eventually(unschedulable)
-    entry = status_of(client, p)
-    assert entry is not None
-    assert (
-        "more than any slot of the pool offers"
-        in entry["containers"][0]["state"]["waiting"]["message"]
-    )
 
 
 def test_status_when_the_schedd_is_down(client: TestClient, gateway: FakeGateway) -> None:

@@ -200,6 +200,59 @@ def test_projected_from_interlink_maps_keeps_pem_newlines() -> None:
     assert files[f"{base}/namespace"] == (b"team-a", 0o644)
 
 
+def test_projected_downward_items_interlink_leaves_out_are_added() -> None:
+    """interLink's virtual kubelet puts only name, namespace and uid of a downward API
+    source in its map: labels, annotations and resource fields come from the pod."""
+    vol = {
+        "name": "proj",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [
+                {"configMap": {"name": "c", "items": [{"key": "k", "path": "greet"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "podname", "fieldRef": {"fieldPath": "metadata.name"}},
+                            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                            {
+                                "path": "annotations",
+                                "fieldRef": {"fieldPath": "metadata.annotations"},
+                                "mode": 0o400,
+                            },
+                            {
+                                "path": "mem",
+                                "resourceFieldRef": {
+                                    "containerName": "main",
+                                    "resource": "limits.memory",
+                                    "divisor": "1Mi",
+                                },
+                            },
+                        ]
+                    }
+                },
+            ],
+        },
+    }
+    p = pod(
+        container(
+            volumeMounts=[{"name": "proj", "mountPath": "/proj"}],
+            resources={"limits": {"memory": "96Mi"}},
+        ),
+        volumes=[vol],
+        labels={"app": "volumes", "tier": "test"},
+        annotations={"note": "kept"},
+    )
+    # What the virtual kubelet sent for this pod (its name comes from the pod, here "demo").
+    resolved = configmap("proj", {"greet": "hello", "podname": "from-interlink"})
+    plan = translate(request(p, projected=[resolved]), settings())
+    files = files_of(plan)
+    assert files["volumes/proj/greet"] == (b"hello", 0o440)
+    assert files["volumes/proj/podname"] == (b"from-interlink", 0o440)  # interLink's wins
+    assert files["volumes/proj/labels"] == (b'app="volumes"\ntier="test"', 0o440)
+    assert files["volumes/proj/annotations"] == (b'note="kept"', 0o400)
+    assert files["volumes/proj/mem"] == (b"96", 0o440)
+
+
 def test_projected_without_interlink_maps_is_built_from_sources() -> None:
     vol = {
         "name": "all-in-one",

@@ -221,6 +221,10 @@ def test_exec_joins_a_container_only_in_namespaces_of_its_own() -> None:
     assert w.join_options(os.getpid()) is None
     with subprocess.Popen(["sleep", "30"], env={"X": "a=b", "EMPTY": ""}) as p:
         try:
+            # Popen can return before /proc shows the exec'd sleep (and its environment).
+            until(
+                "sleep to be exec'd", lambda: Path(f"/proc/{p.pid}/exe").resolve().name == "sleep"
+            )
             assert w.join_options(p.pid) is None
             assert w.read_environ(p.pid) == {b"X": b"a=b", b"EMPTY": b""}
             assert w.payload_pid(p.pid) == p.pid  # not one of Apptainer's own processes

@@ -21,6 +21,16 @@ app.kubernetes.io/name: {{ include "ih.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+The plugin's pod (with interLink when enabled): what the Deployment, the Services and the
+NetworkPolicy select. The component label keeps the release's other pods (token refresh)
+out of the Services, which publish not-ready addresses.
+*/}}
+{{- define "ih.podSelectorLabels" -}}
+{{ include "ih.selectorLabels" . }}
+app.kubernetes.io/component: plugin
+{{- end }}
+
 {{- define "ih.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "ih.selectorLabels" . }}

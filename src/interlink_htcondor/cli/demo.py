@@ -4,6 +4,10 @@ personal pool up -> plugin up (``serve``, embedded default) -> Dask workers scal
 the plugin onto HTCondor slots, each in Apptainer -> the Z -> mu mu analysis on them ->
 the fitted Z peak printed and the plot written -> workers removed, plugin stopped.
 The pool keeps running for the next run (``interlink-htcondor pool down`` stops it).
+
+``--chain`` goes through Kubernetes instead (``demo_chain``): the development cluster,
+interLink's virtual kubelet and API server, the dask-kubernetes operator and a
+``VirtualNodeCluster``.
 """
 
 # distributed's Client is unannotated; dimuon (analysis/) is checked on its own.
@@ -45,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds to wait for the workers"
     )
+    parser.add_argument(
+        "--chain",
+        action="store_true",
+        help="through Kubernetes: the development cluster (interLink's virtual kubelet and "
+        "API server), the dask-kubernetes operator and a VirtualNodeCluster (root)",
+    )
 
 
 def _say(step: str, text: str) -> None:
@@ -58,7 +68,7 @@ def run(args: argparse.Namespace, name: str) -> int:
         from distributed import Client
         from distributed.versions import VersionMismatchWarning
 
-        from dimuon import analyze, dataset, generate, plot
+        from dimuon import dataset, generate
     except ImportError as e:
         raise UsageError(
             f"the analysis stack is missing ({e.name}); install it with "
@@ -73,6 +83,12 @@ def run(args: argparse.Namespace, name: str) -> int:
     # distributed; only Python's patch level differs, which dask warns about.
     warnings.filterwarnings("ignore", category=VersionMismatchWarning)
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    if args.chain:
+        if args.plugin_url:
+            raise UsageError("--chain uses the development cluster's plugin: drop --plugin-url")
+        from interlink_htcondor.cli import demo_chain
+
+        return demo_chain.run(args, _say, lambda c, d, j: _analyse(c, d, j, args))
     t0 = time.monotonic()
 
     try:
@@ -114,25 +130,7 @@ def run(args: argparse.Namespace, name: str) -> int:
             raise UsageError(f"workers did not arrive: {e}") from None
         jobs = cluster.jobs()
         client = Client(cluster)
-
-        _say("analysis", "selecting opposite-charge muon pairs on the workers")
-        result = analyze.run(client, data.files, worker_path=data.worker_path)
-        per_worker = Counter(p.worker["name"] for p in result.partials)
-        for worker, n in sorted(per_worker.items()):
-            proc = next(p.worker for p in result.partials if p.worker["name"] == worker)
-            print(
-                f"    {worker}: {n} partitions, HTCondor job {jobs.get(worker, '?')}, "
-                f"Python {proc['python']} in {proc['container'] or '(no container)'}"
-            )
-        print(f"    {result.events:,} events, {result.pairs:,} opposite-charge pairs")
-        print(result.fit.summary())
-        out = plot.save(
-            result.hist,
-            result.fit,
-            args.out,
-            notes=[f"{len(per_worker)} Dask workers on HTCondor"],
-        )
-        _say("plot", f"written to {out}")
+        valid = _analyse(client, data, jobs, args)
     finally:
         if client is not None:
             client.close()
@@ -145,4 +143,30 @@ def run(args: argparse.Namespace, name: str) -> int:
         f"in {time.monotonic() - t0:.0f} s; workers removed, plugin stopped "
         "(the pool keeps running: interlink-htcondor pool down)",
     )
-    return 0 if result.fit.valid else 1
+    return 0 if valid else 1
+
+
+def _analyse(client: Any, data: Any, jobs: dict[str, str], args: argparse.Namespace) -> bool:
+    """The analysis on the connected workers, what ran where, the fit and the plot; whether
+    the fit is valid."""
+    from dimuon import analyze, plot
+
+    _say("analysis", "selecting opposite-charge muon pairs on the workers")
+    result = analyze.run(client, data.files, worker_path=data.worker_path)
+    per_worker = Counter(p.worker["name"] for p in result.partials)
+    for worker, n in sorted(per_worker.items()):
+        proc = next(p.worker for p in result.partials if p.worker["name"] == worker)
+        print(
+            f"    {worker}: {n} partitions, HTCondor job {jobs.get(worker, '?')}, "
+            f"Python {proc['python']} in {proc['container'] or '(no container)'}"
+        )
+    print(f"    {result.events:,} events, {result.pairs:,} opposite-charge pairs")
+    print(result.fit.summary())
+    out = plot.save(
+        result.hist,
+        result.fit,
+        args.out,
+        notes=[f"{len(per_worker)} Dask workers on HTCondor"],
+    )
+    _say("plot", f"written to {out}")
+    return bool(result.fit.valid)

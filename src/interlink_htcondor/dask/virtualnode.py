@@ -27,9 +27,10 @@ import kr8s.asyncio
 from dask_kubernetes.operator import KubeCluster, make_cluster_spec
 from kr8s.asyncio.objects import Deployment, Pod
 
-from interlink_htcondor.dask import config, crd
+from interlink_htcondor.dask import config, crd, schedulerjob
 from interlink_htcondor.dask.kubepods import worker_name, worker_state
 from interlink_htcondor.dask.plugincluster import WorkerFailure, WorkerStartError
+from interlink_htcondor.dask.scheduler import on_virtual_node, scheduler_spec
 from interlink_htcondor.dask.template import WorkerTemplate
 
 Json = dict[str, Any]
@@ -53,12 +54,16 @@ def make_virtual_node_cluster_spec(
     scheduler_node_port: int | None = None,
     scheduler_resources: Mapping[str, Mapping[str, str]] | None = None,
     idle_timeout: int = 0,
+    dashboard_node_port: int | None = None,
+    scheduler_on_virtual_node: bool = False,
 ) -> Json:
     """A ``DaskCluster`` resource whose workers are ``template`` pods on the virtual node.
 
-    The scheduler part comes from the operator's own ``make_cluster_spec``;
-    ``scheduler_node_port`` pins the scheduler Service's NodePort so that the workers'
-    address can be known before the Service exists.
+    The scheduler part comes from the operator's own helpers (``interlink_htcondor.dask.
+    scheduler``); ``scheduler_node_port`` (and ``dashboard_node_port``) pin the scheduler
+    Service's NodePorts so that the workers' address can be known before the Service
+    exists. ``scheduler_on_virtual_node`` makes the scheduler an HTCondor job too,
+    listening on the template's ``scheduler_address`` (the development cluster's layout).
     """
     if n_workers < 0:
         raise ValueError("n_workers must be >= 0")
@@ -66,21 +71,19 @@ def make_virtual_node_cluster_spec(
         name=name,
         image=scheduler_image or template.image,
         n_workers=n_workers,
-        resources=dict(scheduler_resources) if scheduler_resources else None,
         scheduler_service_type=scheduler_service_type,
         idle_timeout=idle_timeout,
     )
-    scheduler = base["spec"]["scheduler"]
-    container = scheduler["spec"]["containers"][0]
-    for key in ("env", "resources"):  # the operator's helper writes explicit nulls
-        if container.get(key) is None:
-            container.pop(key, None)
-    if scheduler_node_port is not None:
-        if scheduler_service_type not in ("NodePort", "LoadBalancer"):
-            raise ValueError("scheduler_node_port needs a NodePort or LoadBalancer Service")
-        for port in scheduler["service"]["ports"]:
-            if port["name"] == "tcp-comm":
-                port["nodePort"] = scheduler_node_port
+    base["spec"]["scheduler"] = scheduler_spec(
+        name,
+        image=scheduler_image or template.image,
+        service_type=scheduler_service_type,
+        node_port=scheduler_node_port,
+        dashboard_node_port=dashboard_node_port,
+        resources=scheduler_resources,
+    )
+    if scheduler_on_virtual_node:
+        on_virtual_node(base["spec"]["scheduler"], template, resources=scheduler_resources)
     worker: Json = {"replicas": n_workers, "spec": template.pod_spec()}
     meta = {"annotations": template.pod_annotations(), "labels": dict(template.labels)}
     meta = {k: v for k, v in meta.items() if v}
@@ -157,6 +160,17 @@ VIRTUAL_NODE_CLUSTER_PARAMETERS = """
         Type of the scheduler's Service (``NodePort``, ``LoadBalancer``, ``ClusterIP``).
     scheduler_node_port : int, optional
         Pin the scheduler Service's NodePort, so its address is known in advance.
+    dashboard_node_port : int, optional
+        Pin the NodePort of the scheduler's dashboard.
+    scheduler_on_virtual_node : bool
+        Run the scheduler on the virtual node too, as an HTCondor job listening on
+        ``scheduler_address`` (whose port must be ``scheduler_node_port``; give
+        ``dashboard_node_port`` too). The layout of the development cluster, which has no
+        node to run it otherwise; in production the scheduler runs in Kubernetes.
+    scheduler_timeout : float, optional
+        With ``scheduler_on_virtual_node``: give up (and delete the ``DaskCluster``) when
+        the scheduler job does not answer within this many seconds, with what its pod waits
+        for; default no limit, as ``KubeCluster`` waits for a pending scheduler pod.
     scheduler_image : str, optional
         Image of the scheduler pod; default the worker image.
     idle_timeout : int, optional
@@ -196,6 +210,9 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         scheduler_node_port: int | None = None,
         scheduler_image: str | None = None,
         idle_timeout: int | None = None,
+        dashboard_node_port: int | None = None,
+        scheduler_on_virtual_node: bool | None = None,
+        scheduler_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         vc = "virtual-node-cluster."
@@ -208,6 +225,10 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
         if not template.scheduler_address and not template.pod_vpn:
             raise ValueError(REACHABILITY_HELP)
         self.template = template
+        self.scheduler_on_virtual_node = bool(
+            config.pick(scheduler_on_virtual_node, vc + "scheduler-on-virtual-node")
+        )
+        self.scheduler_timeout = scheduler_timeout
         self.failures: list[WorkerFailure] = []
         spec = make_virtual_node_cluster_spec(
             name,
@@ -219,8 +240,29 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
             ),
             scheduler_node_port=config.pick(scheduler_node_port, vc + "scheduler-node-port"),
             idle_timeout=int(config.pick(idle_timeout, vc + "idle-timeout")),
+            dashboard_node_port=config.pick(dashboard_node_port, vc + "dashboard-node-port"),
+            scheduler_on_virtual_node=self.scheduler_on_virtual_node,
         )
         super().__init__(custom_cluster_spec=spec, **kwargs)
+
+    async def _create_cluster(self) -> None:
+        if self.scheduler_on_virtual_node:  # see schedulerjob: a virtual node's readiness
+            await schedulerjob.create(self)
+        else:
+            await super()._create_cluster()
+
+    async def _connect_cluster(self) -> None:
+        if self.scheduler_on_virtual_node:
+            await schedulerjob.connect(self)
+        else:
+            await super()._connect_cluster()
+
+    async def _get_scheduler_address(self) -> str:
+        # dask-kubernetes derives the client's address from the Service: a NodePort's
+        # first node, which may be the virtual node (no kube-proxy there), or a
+        # port-forward, which a virtual node cannot serve. The address given for the
+        # workers is reachable from outside the cluster by construction: use it.
+        return client_address(self.template) or str(await super()._get_scheduler_address())
 
     # -- failures at once (pod status and Events; see kubepods) ----------------------------
 
@@ -312,6 +354,15 @@ class VirtualNodeCluster(KubeCluster):  # type: ignore[misc]
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"worker Deployment {obj.name} was not deleted")
                 await asyncio.sleep(0.5)
+
+
+def client_address(template: WorkerTemplate) -> str | None:
+    """Where the client connects to the scheduler: the workers' ``tcp://`` address, or
+    None to let dask-kubernetes find it from the Service (the pod VPN's in-cluster name;
+    a ``tls://`` address needs the client's TLS settings, which KubeCluster does not
+    take)."""
+    address = template.scheduler_address
+    return address if address and address.startswith("tcp://") else None
 
 
 def _raw(obj: Any) -> dict[str, Any]:

@@ -23,6 +23,10 @@ Python API::
     devcluster.build_all()            # only build (and fetch) what is missing; {name: executable}
     devcluster.down()                 # no process left (root); data and binaries stay
 
+    devcluster.ensure_operator(info)  # the dask-kubernetes operator and its CRDs (root)
+    devcluster.read_operator()        # OperatorInfo of the running operator, or None
+    devcluster.virtual_node_cluster_options(info)  # VirtualNodeCluster keywords for here
+
 ``ClusterInfo`` fields: ``state_dir``, ``kubeconfig``, ``server`` (``https://127.0.0.1:16443``),
 ``node_name`` (``htcondor-vk``), ``vk_namespace``/``vk_service_account`` (the virtual kubelet's
 identity), ``plugin_socket``, ``plugin_instance`` (``policy.instance`` of the cluster's plugin:
@@ -41,14 +45,17 @@ the pool; its plugin's jobs carry ``InterlinkPlugin == "devcluster-<digest>"``.
 
 Components, in start order (``COMPONENTS``): ``etcd``, ``kube-apiserver``,
 ``kube-controller-manager``, ``kube-scheduler``, ``plugin``, ``interlink``,
-``virtual-kubelet``.
+``virtual-kubelet``. The dask-kubernetes operator is an add-on (``operator``: it needs the
+``dask`` extra): ``cluster up`` starts it when the extra is installed, ``down`` stops it.
 """
 
 from __future__ import annotations
 
 from .cluster import build_all, down, ensure_up, health, read_info, restart
 from .components import ALIASES, COMPONENTS
+from .daskoptions import virtual_node_cluster_options
 from .errors import ClusterError
+from .operator import OperatorInfo, ensure_operator, read_operator, stop_operator
 from .selection import CLUSTER_DIR_ENV, PORT_OFFSET_ENV, default_paths, default_ports
 from .state import ClusterInfo, ClusterPaths, builtin_paths
 
@@ -62,13 +69,18 @@ __all__ = [
     "ClusterError",
     "ClusterInfo",
     "ClusterPaths",
+    "OperatorInfo",
     "build_all",
     "builtin_paths",
     "default_paths",
     "default_ports",
     "down",
+    "ensure_operator",
     "ensure_up",
     "health",
     "read_info",
+    "read_operator",
     "restart",
+    "stop_operator",
+    "virtual_node_cluster_options",
 ]

@@ -9,6 +9,7 @@ import sys
 
 from ..devpool.config import export_lines
 from . import components
+from . import operator as dask_operator
 from .cluster import down, ensure_up, health, read_info, restart
 from .errors import ClusterError
 from .selection import default_paths
@@ -38,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     sub.add_parser("status", help="show the processes, the node and the pods")
     names = [*components.BY_NAME, *components.ALIASES]
     logs = sub.add_parser("logs", help="print the end of a component's (or a build's) log")
+    logged = [*names, dask_operator.NAME, *BUILD_LOGS]
     logs.add_argument(
         "component",
-        choices=[*names, *BUILD_LOGS],
+        choices=logged,
         metavar="COMPONENT",
-        help=f"one of: {', '.join([*names, *BUILD_LOGS])}",
+        help=f"one of: {', '.join(logged)}",
     )
     logs.add_argument("-n", "--lines", type=int, default=40, help="lines to print (default 40)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -72,7 +74,14 @@ def _require_info() -> ClusterInfo:
 
 
 def _up(args: argparse.Namespace) -> int:
-    info = ensure_up(timeout=args.timeout, say=None if args.quiet else _say)
+    say = None if args.quiet else _say
+    info = ensure_up(timeout=args.timeout, say=say)
+    try:
+        dask_operator.package_versions()
+    except ClusterError as e:  # the add-on needs the dask extra; the cluster works without
+        _say(f"the Dask operator is not started: {e}")
+    else:
+        dask_operator.ensure_operator(info, say=say)
     if not args.quiet:
         _say(
             f"running: API server {info.server}, node {info.node_name}; configure a shell "
@@ -98,6 +107,12 @@ def _status(args: argparse.Namespace) -> int:
     for comp, why in health(info).items():
         state = "ready" if why is None else f"NOT READY: {why}"
         print(f"{comp:<24} pid {info.pids.get(comp, 0):<8} {state}")
+    op = dask_operator.read_operator(default_paths())
+    if op is None:
+        print(f"{dask_operator.NAME:<24} {'':<12} not running (add-on: cluster up starts it)")
+    else:
+        version = op.versions.get("dask-kubernetes", "?")
+        print(f"{dask_operator.NAME:<24} pid {op.pid:<8} ready (dask-kubernetes {version})")
     for title, argv in (
         ("node", ["get", "node", "-o", "wide"]),
         (
@@ -122,7 +137,7 @@ def _status(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     paths = default_paths()
     name = args.component
-    if name not in BUILD_LOGS:
+    if name not in (*BUILD_LOGS, dask_operator.NAME):
         name = components.named(name).name
     path = paths.log(name)
     if not path.exists():

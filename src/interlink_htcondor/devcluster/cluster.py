@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import devpool
 from . import build, config, configs, etcd, kubeconfig, probes, processes, rbac, versions
+from . import operator as dask_operator
 from .components import COMPONENTS, Component, Context, named
 from .errors import ClusterError
 from .pki import PkiFiles
@@ -471,6 +472,24 @@ def _wait_node_ready(ctx: Context, deadline: float) -> None:
     )
 
 
+VK_STATUS_LOOP_TRIES = 3
+VK_STATUS_LOOP_WAIT = 20.0  # the loop starts with the VK's pod workers, then every 5 s
+
+
+def _vk_status_loop_started(log: Path, offset: int, deadline: float) -> bool:
+    """Whether the virtual kubelet logged its pod status loop (``msg=statusLoop``) after
+    ``offset`` of its log, within ``VK_STATUS_LOOP_WAIT`` seconds."""
+    until = min(deadline, time.monotonic() + VK_STATUS_LOOP_WAIT)
+    while True:
+        with contextlib.suppress(OSError), log.open("rb") as f:
+            f.seek(offset)
+            if b"msg=statusLoop" in f.read():
+                return True
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.5)
+
+
 def _wait_default_service_account(ctx: Context, deadline: float) -> None:
     """Pods in `default` are refused until the controller manager has made its service
     account."""
@@ -526,9 +545,26 @@ def restart(
             _write_vk_kubeconfig(ctx, deadline)
             _write_vk_config(ctx)
         report(f"starting {comp.name}")
+        log = ctx.paths.log(comp.name)
+        start = log.stat().st_size if log.exists() else 0
         new_pid = _ensure_running(ctx, comp, deadline, report)
         if comp.name == "virtual-kubelet":
             _wait_node_ready(ctx, deadline)
+            tries = 1
+            while not _vk_status_loop_started(log, start, deadline):
+                if tries == VK_STATUS_LOOP_TRIES:
+                    raise ClusterError(
+                        f"the virtual kubelet's pod status loop did not start; see {log}"
+                    )
+                # Seen once in three restarts at the pinned commit: the virtual kubelet
+                # registers its node but never starts its pod status loop, so pods keep
+                # their last status. Starting it again has always brought the loop up.
+                report("the virtual kubelet started without its pod status loop; again")
+                processes.stop(new_pid, owns, comp.stop_grace)
+                start = log.stat().st_size if log.exists() else 0
+                new_pid = _ensure_running(ctx, comp, deadline, report)
+                _wait_node_ready(ctx, deadline)
+                tries += 1
         pids = {**info.pids, comp.name: new_pid}
         info = dataclasses.replace(info, pids=pids)
         write_info(paths, info)
@@ -548,7 +584,7 @@ def down(paths: ClusterPaths | None = None, say: Say | None = _stderr) -> bool:
             if info
             else _context(paths, _known_binaries(paths), Path("/"))
         )
-        running = False
+        running = dask_operator.stop_locked(paths)  # the add-on first: a client of the rest
         for comp in reversed(COMPONENTS):
             owns = _matcher(ctx, comp)
             found = set(processes.find(owns))

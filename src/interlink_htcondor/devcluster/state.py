@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..devpool.state import exclusive
 from ..devpool.state import state_dir as _pool_state_dir
 
 INFO_VERSION = 2
@@ -103,16 +103,9 @@ def builtin_paths() -> ClusterPaths:
     return ClusterPaths(_pool_state_dir() / "cluster")
 
 
-@contextlib.contextmanager
-def locked(paths: ClusterPaths) -> Iterator[None]:
+def locked(paths: ClusterPaths) -> contextlib.AbstractContextManager[None]:
     """Serialise ``up``, ``down`` and restarts between processes."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with paths.lock_file.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return exclusive(paths.lock_file)
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,17 @@ site's Dask configuration, and JupyterHub (which starts its proxy and the users'
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from interlink_htcondor import devpool
+from interlink_htcondor.devpool.state import exclusive
 
 from . import jhconfig, procs, proxy, siteconfig
 from .errors import HubError
@@ -38,15 +38,8 @@ def _quiet(_msg: str) -> None:
     pass
 
 
-@contextlib.contextmanager
-def _locked(paths: HubPaths) -> Iterator[None]:
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with paths.lock_file.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def _locked(paths: HubPaths) -> contextlib.AbstractContextManager[None]:
+    return exclusive(paths.lock_file)
 
 
 def read_info(paths: HubPaths | None = None) -> HubInfo | None:

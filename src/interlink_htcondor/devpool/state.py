@@ -106,15 +106,21 @@ def default_paths() -> PoolPaths:
 
 
 @contextlib.contextmanager
-def locked(paths: PoolPaths) -> Iterator[None]:
-    """Serialise ``up`` and ``down`` between processes (tests and people share one pool)."""
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with paths.lock_file.open("a") as f:
+def exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_file`` (created with its directory) meanwhile:
+    the development pool, cluster and hub serialise their ``up`` and ``down`` with it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def locked(paths: PoolPaths) -> contextlib.AbstractContextManager[None]:
+    """Serialise ``up`` and ``down`` between processes (tests and people share one pool)."""
+    return exclusive(paths.lock_file)
 
 
 @dataclass(frozen=True)

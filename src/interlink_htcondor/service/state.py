@@ -57,6 +57,9 @@ class PluginState:
     # Slot sizes from the collector: the ping reports them, /status diagnoses with them.
     capacity_cache: Cached[Capacity] | None = None
     capacity_refreshing: bool = False
+    # The first read of the slot sizes after a start, which /status waits for.
+    first_capacity: asyncio.Future[Capacity] | None = None
+    first_capacity_logged: bool = False
     # Final container reports by job id, read once from a finished job's status.json.
     final_reports: dict[str, dict[str, ReportedState]] = field(default_factory=dict)
     # Spool mode: jobs whose output was brought back.

@@ -11,6 +11,7 @@ entry again (``service.answer_cache``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,8 @@ from interlink_htcondor.service.state import CACHE_LIMIT, PluginState
 log = logging.getLogger("interlink_htcondor.server")
 
 # How old the slot sizes used to call an idle job unschedulable may be (refreshed in
-# the background: a /status call never waits for the collector).
+# the background: a /status call waits for the collector only for the first read after a
+# start, so that a restarted plugin never calls an unschedulable job merely idle).
 DIAGNOSIS_CAPACITY_SECONDS = 60.0
 
 
@@ -102,6 +104,7 @@ async def _entry_of(
     """The pod's serialised entry: from the answer cache while its job is unchanged."""
     diagnosis = None
     if ad is not None and ad.get("JobStatus") == IDLE:
+        await _first_capacity(state)
         diagnosis = _diagnose(state, ad)
     steady = ad is not None and ad.get("JobStatus") in STEADY_STATES
     if steady:
@@ -162,6 +165,22 @@ def _remove_held(state: PluginState, jid: str, reason: str) -> None:
     state.removing.add(jid)
     log.warning("removing held job", extra={"job": jid, "reason": reason})
     state.spawn(state.gateway.remove_job(jid, reason), "remove held job")
+
+
+async def _first_capacity(state: PluginState) -> None:
+    """Wait for the first read of the slot sizes after a start (one read, shared by every
+    call). If it fails, calls go on without a diagnosis; the background refresh of
+    ``_diagnose`` tries again."""
+    if state.capacity_cache is not None:
+        return
+    if state.first_capacity is None:
+        state.first_capacity = asyncio.ensure_future(state.refresh_capacity())
+    try:
+        await asyncio.shield(state.first_capacity)
+    except Exception as e:
+        if not state.first_capacity_logged:
+            state.first_capacity_logged = True
+            log.warning("slot sizes unknown", extra={"error": str(e)})
 
 
 def _diagnose(state: PluginState, ad: Mapping[str, Any]) -> str | None:

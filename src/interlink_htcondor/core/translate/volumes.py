@@ -10,6 +10,7 @@ service-account tokens) never keeps permission bits for others.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from interlink_htcondor.core.jobspec import VOLUME_DIR, MountSpec, VolumeSpec
@@ -116,9 +117,16 @@ def _select(
 
 
 def _downward(
-    ctx: PodContext, src: DownwardAPIProjection, out: _Files, default_mode: int, where: str
+    ctx: PodContext,
+    src: DownwardAPIProjection,
+    out: _Files,
+    default_mode: int,
+    where: str,
+    skip: Collection[str] = (),
 ) -> None:
     for it in src.items:
+        if it.path in skip:
+            continue
         w = f"{where}: item {it.path!r}"
         if it.field_ref is not None:
             text = field_value(ctx, it.field_ref, w, volume=True)
@@ -135,6 +143,9 @@ def _projected(ctx: PodContext, vol: Volume, out: _Files) -> None:
     where = f"volume {vol.name!r}"
     default_mode = _mode(src.default_mode, DEFAULT_MODE, where)
     resolved = ctx.projected.get(vol.name)  # interLink's flattened view of the sources
+    # interLink's view holds only metadata.name, namespace and uid of a downward API source:
+    # the other items (labels, annotations, resource fields) come from the pod itself.
+    resolved_data = {} if resolved is None else ctx.configmap_data(resolved, where)
     modes: dict[str, int] = {}
     secret_paths: set[str] = set()
     for i, proj in enumerate(src.sources):
@@ -149,14 +160,13 @@ def _projected(ctx: PodContext, vol: Volume, out: _Files) -> None:
             _projected_secret(ctx, proj.secret, out, default_mode, w)
             secret_paths.update(it.path for it in proj.secret.items)
         elif proj.downward_api is not None:
-            if resolved is None:
-                _downward(ctx, proj.downward_api, out, default_mode, w)
+            _downward(ctx, proj.downward_api, out, default_mode, w, skip=resolved_data)
             for d in proj.downward_api.items:
                 modes[d.path] = _mode(d.mode, default_mode, w)
         elif proj.service_account_token is not None:
             secret_paths.add(proj.service_account_token.path)
     if resolved is not None:
-        for path, content in ctx.configmap_data(resolved, where).items():
+        for path, content in resolved_data.items():
             out.add(
                 path,
                 content,
