@@ -101,3 +101,30 @@ def test_tcp_listener_reports_a_busy_port() -> None:
     finally:
         sock.close()
     assert isinstance(sock, socket.socket)
+
+
+def test_dropping_privileges_leaves_a_working_directory_the_user_cannot_enter(
+    tmp_path: Path,
+) -> None:
+    # The schedd worker processes start in the server's working directory (run as root,
+    # as the suite is).
+    import pwd
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    account = pwd.getpwnam("nobody")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child drops its privileges and reports where it stands
+        try:
+            os.close(r)
+            os.chdir(closed)
+            serve._drop_privileges(account)
+            os.write(w, f"{os.geteuid()} {os.getcwd()}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        report = f.read()
+    os.waitpid(pid, 0)
+    assert report == f"{account.pw_uid} /"

@@ -238,6 +238,14 @@ def _drop_privileges(account: pwd.struct_passwd) -> None:
         raise UsageError("privilege drop failed: root could be regained")
     os.environ.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
     os.umask(0o022)
+    # The schedd worker processes start in this working directory (multiprocessing's
+    # forkserver enters it): one the jobs' owner cannot enter would fail every schedd call.
+    if not os.access(".", os.R_OK | os.X_OK):
+        log.warning(
+            "the working directory is closed to server.run_as; serving from /",
+            extra={"user": account.pw_name},
+        )
+        os.chdir("/")
 
 
 def _serve(
