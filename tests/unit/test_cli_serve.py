@@ -103,7 +103,7 @@ def test_tcp_listener_reports_a_busy_port() -> None:
     assert isinstance(sock, socket.socket)
 
 
-def test_dropping_privileges_leaves_a_working_directory_the_user_cannot_enter(
+def test_the_server_leaves_a_working_directory_it_cannot_enter_by_its_path(
     tmp_path: Path,
 ) -> None:
     # The schedd worker processes start in the server's working directory (run as root,
@@ -112,14 +112,17 @@ def test_dropping_privileges_leaves_a_working_directory_the_user_cannot_enter(
 
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
+    inside = closed / "open"  # open itself, but reached only through a closed parent
+    inside.mkdir(mode=0o755)
     account = pwd.getpwnam("nobody")
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child drops its privileges and reports where it stands
         try:
             os.close(r)
-            os.chdir(closed)
+            os.chdir(inside)
             serve._drop_privileges(account)
+            serve._enterable_working_directory()
             os.write(w, f"{os.geteuid()} {os.getcwd()}".encode())
         finally:
             os._exit(0)

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace, name: str) -> int:
     token = _read_token(srv.bearer_token_file)
     if account is not None:
         _drop_privileges(account)
+    _enterable_working_directory()
     where = str(srv.socket) if srv.socket else f"{srv.host}:{sock.getsockname()[1]}"
     log.info(
         "serving",
@@ -238,13 +239,16 @@ def _drop_privileges(account: pwd.struct_passwd) -> None:
         raise UsageError("privilege drop failed: root could be regained")
     os.environ.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
     os.umask(0o022)
-    # The schedd worker processes start in this working directory (multiprocessing's
-    # forkserver enters it): one the jobs' owner cannot enter would fail every schedd call.
-    if not os.access(".", os.R_OK | os.X_OK):
-        log.warning(
-            "the working directory is closed to server.run_as; serving from /",
-            extra={"user": account.pw_name},
-        )
+
+
+def _enterable_working_directory() -> None:
+    """The schedd worker processes start in this working directory (multiprocessing's
+    forkserver enters it by its path): one this user cannot enter, e.g. below a closed
+    parent such as ``/root``, would fail every schedd call."""
+    try:
+        os.chdir(Path.cwd())
+    except OSError:
+        log.warning("the working directory cannot be entered by its path; serving from /")
         os.chdir("/")
 
 
