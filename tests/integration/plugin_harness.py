@@ -19,6 +19,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import htcondor2
 import httpx
 import yaml
 
@@ -108,7 +109,12 @@ class Plugin(ServeProcess):
         schedd = pool_schedd(self.pool)
         c = f'InterlinkPlugin == "{self.instance}"'
         keys = ["InterlinkPodUID", "InterlinkPodName", "InterlinkPodNamespace"]
-        ads = list(schedd.query(constraint=c, projection=keys))
+        try:
+            ads = list(schedd.query(constraint=c, projection=keys))
+        except htcondor2.HTCondorException:
+            # A schedd restarted during the session (the pool-cycle test) rejects this
+            # process's old security session once; the next call negotiates a new one.
+            ads = list(schedd.query(constraint=c, projection=keys))
         ads += list(schedd.history(constraint=c, projection=keys, match=10_000))
         pods = {
             ad["InterlinkPodUID"]: {

@@ -360,3 +360,13 @@ def test_pool_down_leaves_nothing_and_warm_up_is_fast(pool: devpool.PoolInfo) ->
         except htcondor2.HTCondorException:
             time.sleep(0.5)
     assert located is not None
+    # The same for the schedd: the session-wide plugin fixture queries it at its teardown,
+    # after this test, with this process's sessions.
+    schedd = htcondor2.Schedd(located)
+    for attempt in range(3):
+        try:
+            schedd.query(constraint="false", projection=["ClusterId"])
+            break
+        except htcondor2.HTCondorException:
+            assert attempt < 2, "the restarted schedd refused three queries"
+            time.sleep(0.5)
