@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import subprocess
 import sys
 
+from ..devpool.cli import tail_log
 from ..devpool.config import export_lines
 from . import components
 from . import operator as dask_operator
@@ -142,14 +142,7 @@ def _logs(args: argparse.Namespace) -> int:
     path = paths.log(name)
     if not path.exists():
         raise ClusterError(f"no log yet at {path}")
-    argv = ["tail", "-n", str(max(args.lines, 0))]
-    if args.follow:
-        argv.append("-F")
-    sys.stdout.flush()
-    try:
-        return subprocess.run([*argv, str(path)], check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+    return tail_log(path, args.lines, args.follow)
 
 
 def _restart(args: argparse.Namespace) -> int:

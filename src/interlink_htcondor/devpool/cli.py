@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from . import config, daemons, host
 from .errors import PoolError
@@ -132,8 +133,13 @@ def _logs(args: argparse.Namespace) -> int:
     path = default_paths().condor_logs / daemons.LOG_FILES[args.daemon]
     if not path.exists():
         raise PoolError(f"no log yet at {path}")
-    argv = ["tail", "-n", str(max(args.lines, 0))]
-    if args.follow:
+    return tail_log(path, args.lines, args.follow)
+
+
+def tail_log(path: Path, lines: int, follow: bool) -> int:
+    """``tail`` a log file to this terminal (``-F`` to follow it); Ctrl-C ends it quietly."""
+    argv = ["tail", "-n", str(max(lines, 0))]
+    if follow:
         argv.append("-F")
     sys.stdout.flush()
     try:
