@@ -19,8 +19,6 @@ reason, and the pod's own ``status.reason`` is set to the same.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import os
 import re
@@ -33,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kube_harness import PODS, ClusterJobs, Json, KubeCluster, load_manifest, load_objects
+from volumes_pod import CONFIGMAPS, check_volumes_show
 
 from interlink_htcondor.client import PluginClient
 from interlink_htcondor.devpool import PoolInfo
@@ -42,7 +40,6 @@ from interlink_htcondor.local_plugin import free_port
 
 pytestmark = pytest.mark.integration
 
-CONFIGMAPS = "volumes.configmaps.yaml"
 SECRETS = "volumes.secrets.yaml"
 # Files of tests/pods that are not pods (objects the pods use, the plugin tests' input).
 NOT_PODS = {CONFIGMAPS, SECRETS, "hello-world.projected.yaml"}
@@ -171,33 +168,7 @@ def _expansion_logs(text: str, o: Outcome) -> None:
 
 
 def _volumes_logs(out: str, o: Outcome) -> None:
-    modes = {
-        m.group(2): m.group(1)
-        for m in (re.match(r"^mode (\d+) (/\S+)$", line) for line in out.splitlines())
-        if m
-    }
-    assert modes == {
-        "/etc/cfg/conf/settings.ini": "600",  # item mode wins over defaultMode
-        "/etc/cfg-all/settings.ini": "444",
-        "/etc/cfg-all/greeting.txt": "444",
-        "/etc/cfg-all/raw.bin": "444",
-        "/etc/secret/password": "400",
-        "/etc/secret/blob": "400",
-        "/etc/proj/greet": "440",
-        "/etc/proj/pw": "440",
-        "/etc/proj/podname": "440",
-        "/etc/proj/labels": "440",
-        "/etc/greeting.txt": "444",
-    }
-    assert "cfg: conf\n" in out  # items: only the listed key
-    cm = yaml.safe_load((PODS / CONFIGMAPS).read_text().split("---")[0])
-    assert f"--- settings.ini\n{cm['data']['settings.ini']}--- greeting\n" in out
-    assert "--- greeting\nhello from a configMap\n" in out
-    assert "--- pw\ns3cr3t-p@ss\n--- podname\nvolumes\n" in out
-    assert '--- labels\napp="volumes"\ntier="test"\n' in out
-    assert f"--- blob {hashlib.md5(bytes(range(256))).hexdigest()}" in out
-    raw = base64.b64decode(cm["binaryData"]["raw.bin"])
-    assert f"--- raw {hashlib.md5(raw).hexdigest()}" in out
+    check_volumes_show(out, "volumes")
 
 
 def _init_order(o: Outcome, cluster: KubeCluster) -> None:

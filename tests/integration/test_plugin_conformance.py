@@ -6,16 +6,13 @@ All the batch pods are created at once (the pool has several slots), polled with
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
-from plugin_harness import PODS, Json, Plugin, free_port, load_objects, load_pod, state_of
+from plugin_harness import Json, Plugin, free_port, load_objects, load_pod, state_of
+from volumes_pod import CONFIGMAPS, check_volumes_show
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +34,6 @@ class Outcome:
         return t
 
 
-CONFIGMAPS = "volumes.configmaps.yaml"
 SECRETS = "volumes.secrets.yaml"
 
 BATCH: dict[str, str] = {
@@ -188,35 +184,7 @@ def test_shared_emptydir_with_read_only_reader(batch: dict[str, Outcome]) -> Non
 def test_configmap_secret_projected_volumes(batch: dict[str, Outcome]) -> None:
     o = batch["volumes"]
     assert o.terminated("show")["exitCode"] == 0, o.logs
-    out = o.logs["show"]
-    modes = {
-        m.group(2): m.group(1)
-        for m in (re.match(r"^mode (\d+) (/\S+)$", line) for line in out.splitlines())
-        if m
-    }
-    assert modes == {
-        "/etc/cfg/conf/settings.ini": "600",  # item mode wins over defaultMode
-        "/etc/cfg-all/settings.ini": "444",
-        "/etc/cfg-all/greeting.txt": "444",
-        "/etc/cfg-all/raw.bin": "444",
-        "/etc/secret/password": "400",
-        "/etc/secret/blob": "400",
-        "/etc/proj/greet": "440",
-        "/etc/proj/pw": "440",
-        "/etc/proj/podname": "440",
-        "/etc/proj/labels": "440",
-        "/etc/greeting.txt": "444",
-    }
-    assert "cfg: conf\n" in out  # items: only the listed key
-    cm = yaml.safe_load((PODS / CONFIGMAPS).read_text().split("---")[0])
-    assert f"--- settings.ini\n{cm['data']['settings.ini']}--- greeting\n" in out
-    assert "--- greeting\nhello from a configMap\n" in out
-    assert "--- pw\ns3cr3t-p@ss\n--- podname\n" in out
-    assert f"--- podname\n{o.pod['metadata']['name']}\n" in out
-    assert '--- labels\napp="volumes"\ntier="test"\n' in out
-    assert f"--- blob {hashlib.md5(bytes(range(256))).hexdigest()}" in out
-    raw = base64.b64decode(cm["binaryData"]["raw.bin"])
-    assert f"--- raw {hashlib.md5(raw).hexdigest()}" in out
+    check_volumes_show(o.logs["show"], o.pod["metadata"]["name"])
 
 
 def test_env_from_configmap_secret_and_field_refs(batch: dict[str, Outcome]) -> None:
