@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..devpool.state import exclusive
+from ..devpool.state import exclusive, replace_file
 from ..devpool.state import state_dir as _pool_state_dir
 
 INFO_VERSION = 2
@@ -199,11 +199,7 @@ class ClusterInfo:
 
 
 def write_info(paths: ClusterPaths, info: ClusterInfo) -> None:
-    paths.run.mkdir(parents=True, exist_ok=True)
-    tmp = paths.info_file.with_suffix(".tmp")
-    tmp.write_text(info.to_json())
-    tmp.chmod(0o644)
-    tmp.replace(paths.info_file)
+    replace_file(paths.info_file, info.to_json(), 0o644)
 
 
 def load_info(paths: ClusterPaths) -> ClusterInfo | None:

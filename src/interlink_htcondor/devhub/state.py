@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interlink_htcondor.devpool.state import state_dir
+from interlink_htcondor.devpool.state import replace_file, state_dir
 
 INFO_VERSION = 1
 DEFAULT_USER = "physicist"
@@ -169,10 +169,7 @@ class HubInfo:
 
 
 def write_info(paths: HubPaths, info: HubInfo) -> None:
-    paths.run.mkdir(parents=True, exist_ok=True)
-    tmp = paths.info_file.with_suffix(".tmp")
-    tmp.write_text(info.to_json())
-    tmp.replace(paths.info_file)
+    replace_file(paths.info_file, info.to_json())
 
 
 def load_info(paths: HubPaths) -> HubInfo | None:

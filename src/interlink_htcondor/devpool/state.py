@@ -231,12 +231,19 @@ class PoolInfo:
         return cls(**data)
 
 
+def replace_file(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``path`` whole or not at all (a reader never sees half a file): a temporary
+    file beside it, given ``mode`` when set, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    if mode is not None:
+        tmp.chmod(mode)
+    tmp.replace(path)
+
+
 def write_info(paths: PoolPaths, info: PoolInfo) -> None:
-    paths.run.mkdir(parents=True, exist_ok=True)
-    tmp = paths.info_file.with_suffix(".tmp")
-    tmp.write_text(info.to_json())
-    tmp.chmod(0o644)
-    tmp.replace(paths.info_file)
+    replace_file(paths.info_file, info.to_json(), 0o644)
 
 
 def load_info(paths: PoolPaths) -> PoolInfo | None:
