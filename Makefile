@@ -41,6 +41,7 @@ constraints:
 test: venv pool-up cluster-up browser
 	INTERLINK_HTCONDOR_TEST_POOL_CYCLE=1 $(BIN)/pytest tests/unit tests/install tests/integration --cov --cov-report= \
 		--junitxml=out/junit.xml --durations=15 -ra
+	$(BIN)/coverage combine --append --quiet out/subprocess-coverage
 	$(BIN)/coverage report --include='src/interlink_htcondor/service/*' --fail-under=90
 	$(BIN)/coverage report --include='src/interlink_htcondor/core/*' --fail-under=90
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +37,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "pool_cycle: stops and restarts the shared pool (runs last)")
+    _measure_subprocesses(config)
+
+
+# Where the session's Python subprocesses (the plugin's `serve`, its schedd worker processes,
+# the CLI) write their coverage data; `make test` combines it into the session's own.
+SUBPROCESS_COVERAGE = Path("out/subprocess-coverage")
+
+
+def _measure_subprocesses(config: pytest.Config) -> None:
+    """When this session measures coverage, so do its Python subprocesses: the schedd
+    gateway's binding calls run in fork-server workers, which the session's own tracer never
+    sees. Coverage's ``.pth`` hook starts it in any process that inherits
+    ``COVERAGE_PROCESS_START``; the ``fork`` and ``_exit`` patches cover the workers forked
+    from the fork server, which end with ``os._exit``."""
+    try:
+        import coverage
+    except ImportError:
+        return
+    if coverage.Coverage.current() is None:
+        return
+    out = Path(config.rootpath) / SUBPROCESS_COVERAGE
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    out.chmod(0o1777)  # the plugin may run as the job user
+    rc = out / "coveragerc"
+    rc.write_text(
+        "[run]\n"
+        "source = interlink_htcondor\n"
+        "omit = */interlink_htcondor/jobside/*\n"
+        f"data_file = {out / '.coverage'}\n"
+        "parallel = true\n"
+        "patch = fork, _exit\n"
+        # Processes that never import the package (Dask, JupyterHub) say nothing.
+        "disable_warnings = no-data-collected, module-not-imported, module-not-measured\n"
+    )
+    rc.chmod(0o644)
+    os.environ["COVERAGE_PROCESS_START"] = str(rc)
 
 
 @pytest.fixture(scope="session")

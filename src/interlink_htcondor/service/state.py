@@ -101,7 +101,7 @@ class PluginState:
     async def close(self) -> None:
         for t in list(self._background):
             t.cancel()
-        self.gateway.close()
+        await asyncio.to_thread(self.gateway.close)
 
     async def ready(self, wait: float) -> tuple[bool, str]:
         """Readiness: whether a schedd call succeeded within ``unready_after_seconds``.

@@ -31,6 +31,7 @@ import multiprocessing
 import pickle
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,17 @@ class _Worker:
             self.proc.join(2)
         with contextlib.suppress(Exception):
             self.conn.close()
+
+    def dismiss(self, deadline: float) -> None:
+        """An idle worker: its pipe closes and it ends by itself (its ``atexit`` and
+        ``os._exit`` paths run); killed if it has not ended by ``deadline``."""
+        self.dead = True
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        with contextlib.suppress(Exception):
+            self.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.proc.exitcode is None:
+            self.kill()
 
 
 class WorkerPool:
@@ -329,14 +341,19 @@ class WorkerPool:
         else:
             fut.set_result(worker)
 
-    def close(self) -> None:
-        """Kill every worker (a call still running ends with ``WorkerLost``)."""
+    def close(self, grace: float = 1.0) -> None:
+        """Kill the workers in a call (the call ends with ``WorkerLost``); idle ones end
+        by themselves, within ``grace`` seconds (this call waits for them)."""
         self._closed = True
         for fut in self._waiters:
             fut.cancel()
         self._waiters.clear()
-        for worker in list(self._all):
+        idle = set(self._idle)
+        for worker in self._all - idle:
             worker.kill()
+        deadline = time.monotonic() + grace
+        for worker in idle:
+            worker.dismiss(deadline)
         self._idle.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
