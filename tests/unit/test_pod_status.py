@@ -241,6 +241,59 @@ def test_init_failure_terminates_everything_not_run() -> None:
     assert r.terminal
 
 
+def test_a_view_between_two_reports_makes_up_no_failure_and_is_not_final() -> None:
+    """The later containers' ends arrived, the failed init container's own end not yet:
+    it is not reported as skipped (exit 1) and the answer is not terminal."""
+    pod = PodRef(
+        uid=POD.uid, name="web", namespace="ns", init_containers=("a", "b"), containers=("main",)
+    )
+    skipped = "init container a failed (exit 3)"
+    a = ad(
+        RUNNING,
+        **{
+            classad_attrs.INIT_CONTAINERS: "a,b",
+            classad_attrs.CONTAINERS: "main",
+            classad_attrs.IMAGES: "",
+        },
+        InterlinkStateI0=st("running", start=1),
+        InterlinkStateI1=st("terminated", 1, "InitContainerFailed", 0, 2, message=skipped),
+        InterlinkStateC0=st("terminated", 1, "InitContainerFailed", 0, 2, message=skipped),
+    )
+    r = run(a, pod)
+    first, second = states(r, "initContainers")
+    assert "running" in first and "terminated" not in first
+    assert second["terminated"]["exitCode"] == 1
+    assert not r.terminal
+    # Once the failed container's own end is in, the answer is final.
+    a["InterlinkStateI0"] = st("terminated", 3, "", 1, 2)
+    r = run(a, pod)
+    assert states(r, "initContainers")[0]["terminated"]["exitCode"] == 3
+    assert r.terminal
+
+
+def test_only_containers_after_the_failed_init_container_are_skipped() -> None:
+    pod = PodRef(
+        uid=POD.uid, name="web", namespace="ns", init_containers=("a", "b", "c"),
+        containers=("main",),
+    )  # fmt: skip
+    a = ad(
+        RUNNING,
+        **{
+            classad_attrs.INIT_CONTAINERS: "a,b,c",
+            classad_attrs.CONTAINERS: "main",
+            classad_attrs.IMAGES: "",
+        },
+        InterlinkStateI0=st("terminated", 0, "Completed", 1, 2),
+        InterlinkStateI1=st("terminated", 5, "", 2, 3),
+    )
+    r = run(a, pod)
+    first, second, third = (s["terminated"] for s in states(r, "initContainers"))
+    assert (first["exitCode"], second["exitCode"]) == (0, 5)
+    assert third["reason"] == "InitContainerFailed" and "'b'" in third["message"]
+    assert states(r)[0]["terminated"]["reason"] == "InitContainerFailed"
+    assert r.terminal
+
+
 def test_held_is_waiting_with_hold_reason_within_grace() -> None:
     a = ad(
         HELD,

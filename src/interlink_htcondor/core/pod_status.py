@@ -211,7 +211,11 @@ def pod_status(
     app_list = [
         _render(n, images, pod, s, "app") for n, s in zip(app_names, states["app"], strict=True)
     ]
-    terminal = all(isinstance(s, _Terminated) for s in states["app"]) and bool(app_list)
+    terminal = (
+        all(isinstance(s, _Terminated) for s in states["app"])
+        and bool(app_list)
+        and _consistent(states)
+    )
     return StatusResult(
         status={
             "name": pod.name or _str(ad, classad_attrs.POD_NAME),
@@ -412,18 +416,22 @@ def _idle_waiting(ad: Mapping[str, Any], jid: str, diagnosis: str | None) -> _Wa
 def _apply_init_failure(
     states: dict[Kind, list[_State]], init: Sequence[str], app: Sequence[str]
 ) -> None:
-    """Fail fast: after a failed init container nothing else runs, and says so."""
-    failed = next(
-        (
-            (name, s)
-            for name, s in zip(init, states["init"], strict=True)
-            if isinstance(s, _Terminated) and s.exit_code != 0
-        ),
-        None,
-    )
+    """Fail fast: after a failed init container nothing else runs, and says so.
+
+    The failure is that of the first init container that did not succeed, and only the
+    containers after it are marked as never started. While an earlier one has no end yet,
+    the states came from a view of the job taken between two of its reports: nothing is
+    made up for it (``_consistent`` keeps such an answer from being final)."""
+    failed = None
+    for i, s in enumerate(states["init"]):
+        if isinstance(s, _Terminated) and s.exit_code == 0:
+            continue
+        if isinstance(s, _Terminated):
+            failed = (i, init[i], s)
+        break
     if failed is None:
         return
-    name, s = failed
+    index, name, s = failed
     # As the job wrapper reports them itself (exit 1, reason InitContainerFailed).
     skipped = _Terminated(
         EXIT_FAILED,
@@ -432,8 +440,15 @@ def _apply_init_failure(
         0,
         s.finished,
     )
-    for kind in states:
-        states[kind] = [x if isinstance(x, _Terminated) else skipped for x in states[kind]]
+    later = states["init"][index + 1 :]
+    states["init"][index + 1 :] = [x if isinstance(x, _Terminated) else skipped for x in later]
+    states["app"] = [x if isinstance(x, _Terminated) else skipped for x in states["app"]]
+
+
+def _consistent(states: dict[Kind, list[_State]]) -> bool:
+    """Whether the app containers' ends can stand: every init container before them ended
+    (an app container runs only after all of them)."""
+    return all(isinstance(s, _Terminated) for s in states["init"])
 
 
 def _lost(pod: PodRef) -> StatusResult:
