@@ -61,7 +61,7 @@ from dask.utils import parse_bytes as parse_size
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.versions import VersionMismatchWarning
 
-from interlink_htcondor.dask import PluginCluster
+from interlink_htcondor.dask import PluginCluster, WorkerTemplate
 from interlink_htcondor.devpool import PoolInfo, ensure_up
 from interlink_htcondor.local_plugin import LocalPlugin
 
@@ -410,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PATH"] = f"{shim_dir}{os.pathsep}{os.environ['PATH']}"
     notes = machine_notes(pool)
     notes["shim_overhead_ms"] = round(1000 * shim_overhead(shim_dir), 1)
+    # Each path's own worker process model (PluginCluster's from the site's dask config).
+    notes["plugin_nanny"] = WorkerTemplate().nanny
+    notes["jobqueue_nanny"] = not args.jobqueue_no_nanny
     print(json.dumps(notes, indent=1), flush=True)
 
     results: list[dict[str, Any]] = []

@@ -71,6 +71,29 @@ class WorkerFailure:
 _LOG_LEVEL = re.compile(r"^(FATAL|ERROR|WARNING|INFO|DEBUG):\s*")
 
 
+# What Python prints between the exceptions of a chain.
+_CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
+
+
+def log_excerpt(text: str, lines: int) -> str:
+    """The last ``lines`` lines of a worker's log, preceded by the exception line of each
+    traceback of a chain that ends above them: the cause of a worker that failed to start
+    (``TypeError: ...``) sits above a long traceback ending in ``RuntimeError: Worker
+    failed to start``."""
+    all_lines = [ln.rstrip() for ln in text.strip().splitlines()]
+    tail = all_lines[-lines:]
+    start = len(all_lines) - len(tail)
+    causes = [
+        all_lines[i]
+        for i in range(start)
+        if all_lines[i].strip()
+        and any(ln.strip().startswith(_CHAINED) for ln in all_lines[i + 1 : i + 3])
+    ]
+    if not causes:
+        return "\n      ".join(tail)
+    return "\n      ".join([*causes, "...", *tail])
+
+
 def new_log_lines(log_tail: str, reason: str) -> str:
     """The lines of a worker's log tail that the failure's reason does not already say
     (a container that cannot start puts the same error in its log, after Apptainer's
@@ -206,17 +229,19 @@ class PodBackend:
         by_uid = {str(e.get("UID")): e for e in answer if isinstance(e, dict)}
         return {r.name: by_uid[r.uid] for r in recs if r.uid in by_uid}
 
-    async def log_tail(self, rec: PodRecord, lines: int = 15) -> str:
+    async def log_tail(self, rec: PodRecord, lines: int = 15, scan: int = 200) -> str:
+        """The worker's last ``lines`` log lines, with the causes found in the ``scan``
+        lines before them (``log_excerpt``)."""
         if not rec.job_id:
             return ""
         try:
             text = await asyncio.wait_for(
-                self.client.logs(self.namespace, rec.name, rec.uid, WORKER_CONTAINER, Tail=lines),
+                self.client.logs(self.namespace, rec.name, rec.uid, WORKER_CONTAINER, Tail=scan),
                 timeout=10,
             )
         except (PluginError, httpx.HTTPError, TimeoutError):
             return ""
-        return "\n      ".join(text.strip().splitlines()[-lines:])
+        return log_excerpt(text, lines)
 
     async def aclose(self) -> None:
         if self._client is not None:

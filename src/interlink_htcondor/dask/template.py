@@ -67,7 +67,9 @@ TEMPLATE_PARAMETERS = """
     listen_address, contact_address : str, optional
         The worker's ``--listen-address`` and ``--contact-address`` (slots behind NAT).
     nanny : bool
-        Run the worker under a nanny (``--nanny``) or not (``--no-nanny``).
+        Run the worker under a nanny (``--nanny``) or not (``--no-nanny``, the default:
+        the pod's job wrapper enforces the memory limit and ``PluginCluster`` replaces a
+        worker that ended, so a nanny would only double each worker's start-up).
     accounting_group : str, optional
         HTCondor accounting group (annotation ``htcondor.interlink.eu/accounting-group``).
     requirements : str, optional
