@@ -41,6 +41,8 @@ class FakeGateway:
         self.calls: list[tuple[Any, ...]] = []
         self.fail: dict[str, BaseException] = {}
         self.linger: set[str] = set()  # job ids a graceful remove leaves in the queue
+        # Job ids whose next graceful remove comes too late: the job completes instead.
+        self.completes_first: set[str] = set()
         self.submitted: list[tuple[JobPlan, Path, dict[str, str]]] = []
         # What the next submit does instead of succeeding (raised once).
         self.next_submit_error: BaseException | None = None
@@ -246,6 +248,10 @@ class FakeGateway:
 
     def _remove(self, jid: str, reason: str, *, force: bool) -> None:
         ad = self.queue[jid]
+        if jid in self.completes_first and not force:
+            self.completes_first.discard(jid)
+            ad.update(JobStatus=COMPLETED, ExitCode=0, CompletionDate=int(time.time()))
+            return
         ad.update(
             JobStatus=REMOVED,
             RemoveReason=reason,

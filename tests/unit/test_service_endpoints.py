@@ -705,6 +705,26 @@ def test_a_job_outliving_its_grace_period_is_forced_out(
     eventually(lambda: not sandbox.exists() and not lock.exists())
 
 
+def test_a_job_that_completes_as_it_is_removed_leaves_the_queue_at_once(
+    client: TestClient, gateway: FakeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remove arrives as the job ends on its own: the job completes instead, and
+    completed jobs stay in the queue (leave_in_queue) unless removed again."""
+    monkeypatch.setattr(delete_module, "POLL_SECONDS", 0.01)
+    p = pod()
+    create(client, p)
+    gateway.run(p["metadata"]["uid"])
+    gateway.completes_first.add("101.0")
+    sandbox = sandbox_of(gateway, p)
+    r = send(client, "POST", "/delete", p)
+    assert r.status_code == 200 and r.text == "pod default/hello deleted\n"
+    again = gateway.ops("remove_job")
+    assert [c[1:] for c in again] == [
+        ("101.0", "pod deleted; its job had finished meanwhile", False)
+    ]
+    assert "101.0" not in gateway.queue and not sandbox.exists()
+
+
 def test_delete_when_the_schedd_is_down(client: TestClient, gateway: FakeGateway) -> None:
     p = pod()
     create(client, p)

@@ -16,6 +16,7 @@ from typing import Any
 
 from interlink_htcondor.core.classad_attrs import job_id, same_pod
 from interlink_htcondor.core.models import PodRef
+from interlink_htcondor.core.pod_status import COMPLETED
 from interlink_htcondor.service.errors import HTTPError
 from interlink_htcondor.service.gateway import Gateway, ScheddError
 from interlink_htcondor.service.state import PluginState
@@ -66,7 +67,7 @@ async def delete(state: PluginState, raw: Any) -> str:
     if removed:
         try:
             wait = min(grace + WAIT_MARGIN_SECONDS, MAX_WAIT_SECONDS)
-            gone = await wait_gone(state.gateway, uid, wait)
+            gone = await wait_gone(state.gateway, uid, wait, ref=ref)
         except ScheddError:
             gone = False
     if gone:
@@ -89,23 +90,50 @@ async def _finish_delete(state: PluginState, ref: PodRef, sandbox: Path | None) 
     """The job outlived the grace period: force it out, then clean up."""
     gateway = state.gateway
     uid = ref.uid
-    if not await wait_gone(gateway, uid, FORCE_AFTER_SECONDS):
+    if not await wait_gone(gateway, uid, FORCE_AFTER_SECONDS, ref=ref):
         for ad in await gateway.jobs_of(uid):
             if same_pod(ad, ref.namespace, ref.name):
                 await gateway.remove_job(job_id(ad), "pod deleted; grace period over", force=True)
-        await wait_gone(gateway, uid, MAX_WAIT_SECONDS)
+        await wait_gone(gateway, uid, MAX_WAIT_SECONDS, ref=ref)
     await state.store.remove(uid, sandbox)
 
 
-async def wait_gone(gateway: Gateway, uid: str, timeout: float, poll: float = POLL_SECONDS) -> bool:
-    """Wait until the pod has no job in the queue; False on timeout."""
+async def wait_gone(
+    gateway: Gateway,
+    uid: str,
+    timeout: float,
+    poll: float = POLL_SECONDS,
+    *,
+    ref: PodRef | None = None,
+) -> bool:
+    """Wait until the pod has no job in the queue; False on timeout.
+
+    With ``ref``: a job of that pod that completed while its removal was on its way (its
+    containers ended on their own in the same moment) stays in the queue for
+    ``policy.retention_seconds`` like any finished job; it is removed again, once."""
     deadline = time.monotonic() + timeout
+    again: set[str] = set()
     while True:
-        if not await gateway.jobs_of(uid):
+        ads = await gateway.jobs_of(uid)
+        if not ads:
             return True
+        if ref is not None:
+            for jid in _finished_meanwhile(ads, ref, again):
+                again.add(jid)
+                await gateway.remove_job(jid, "pod deleted; its job had finished meanwhile")
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(poll)
+
+
+def _finished_meanwhile(ads: list[dict[str, Any]], ref: PodRef, done: set[str]) -> list[str]:
+    return [
+        job_id(ad)
+        for ad in ads
+        if ad.get("JobStatus") == COMPLETED
+        and job_id(ad) not in done
+        and same_pod(ad, ref.namespace, ref.name)
+    ]
 
 
 def _grace_seconds(pod: Mapping[str, Any]) -> int:
