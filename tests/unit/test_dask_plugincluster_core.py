@@ -26,7 +26,7 @@ from distributed.core import Status
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from interlink_htcondor.dask import PluginCluster, WorkerStartError
+from interlink_htcondor.dask import PluginCluster, WorkerStartError, plugincluster
 from interlink_htcondor.dask.podstate import Phase
 from interlink_htcondor.dask.progress import TerminalDisplay
 
@@ -47,6 +47,7 @@ class ScriptedPlugin:
         self.create_delay = create_delay
         self.pods: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []
+        self.busy_deletes = 0  # the next deletes answered 503, as a plugin out of workers
         self.workers: dict[str, Worker] = {}
         self.inflight = 0
         self.max_inflight = 0
@@ -107,6 +108,9 @@ class ScriptedPlugin:
         @app.post("/delete")
         async def delete(request: Request) -> Any:
             pod = await request.json()
+            if self.busy_deletes > 0:
+                self.busy_deletes -= 1
+                return PlainTextResponse("all schedd-change workers busy", status_code=503)
             uid = pod["metadata"]["uid"]
             self.deleted.append(pod["metadata"]["name"])
             self.pods.pop(uid, None)
@@ -430,6 +434,23 @@ def test_close_deletes_every_pod() -> None:
             cluster.scale(3)
             await until(lambda: len(plugin.pods) == 3)
             await cluster.close()  # type: ignore[misc]  # annotated as maybe not awaitable
+            assert plugin.pods == {} and len(plugin.deleted) == 3
+
+    run(main())
+
+
+def test_close_retries_deletes_a_busy_plugin_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugincluster, "DELETE_RETRY_PAUSES", (0.05, 0.05, 0.05))
+
+    async def main() -> None:
+        plugin = ScriptedPlugin(lambda name: "pending", create_delay=0)
+        async with serve(plugin) as url:
+            cluster = await PluginCluster(url, asynchronous=True, status_interval=0.2)
+            cluster.scale(3)
+            await until(lambda: len(plugin.pods) == 3)
+            plugin.busy_deletes = 4  # more 503s than pods: some pod is refused twice
+            await cluster.close()  # type: ignore[misc]  # annotated as maybe not awaitable
+            assert plugin.busy_deletes == 0
             assert plugin.pods == {} and len(plugin.deleted) == 3
 
     run(main())

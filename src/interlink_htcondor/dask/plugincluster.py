@@ -71,6 +71,9 @@ class WorkerFailure:
 _LOG_LEVEL = re.compile(r"^(FATAL|ERROR|WARNING|INFO|DEBUG):\s*")
 
 
+# Seconds between the attempts of a delete the plugin answered 503 (busy, or no schedd).
+DELETE_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)
+
 # What Python prints between the exceptions of a chain.
 _CHAINED = ("The above exception was the direct cause", "During handling of the above exception")
 
@@ -206,12 +209,19 @@ class PodBackend:
         rec.set(Observed(Phase.CLOSING))
         if not rec.job_id:
             return  # never created: nothing to remove
-        try:
-            async with self.sem:
-                await self.client.delete(rec.pod)
-        except (PluginError, httpx.HTTPError) as e:
-            # The job may outlive us: say which one, so it can be removed by hand.
-            logger.error("could not delete worker pod %s (job %s): %s", rec.name, rec.job_id, e)
+        for pause in (*DELETE_RETRY_PAUSES, None):
+            try:
+                async with self.sem:
+                    await self.client.delete(rec.pod)
+                break
+            except (PluginError, httpx.HTTPError) as e:
+                # 503: the plugin is busy (many deletes at once) or the schedd is away.
+                if pause is not None and getattr(e, "status", 503) == 503:
+                    await asyncio.sleep(pause)
+                    continue
+                # The job may outlive us: say which one, so it can be removed by hand.
+                logger.error("could not delete worker pod %s (job %s): %s", rec.name, rec.job_id, e)
+                break
         if self.records.get(rec.name) is rec:
             del self.records[rec.name]
 

@@ -31,6 +31,7 @@ MAX_WAIT_SECONDS = 60
 # In the background: how long the job may take to leave before it is forced out.
 FORCE_AFTER_SECONDS = 300
 POLL_SECONDS = 0.5
+MAX_POLL_SECONDS = 4.0
 
 
 async def delete(state: PluginState, raw: Any) -> str:
@@ -124,6 +125,8 @@ async def wait_gone(
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(poll)
+        # Many deletes at once must not flood the schedd with queries: back off.
+        poll = min(poll * 2, MAX_POLL_SECONDS)
 
 
 def _finished_meanwhile(ads: list[dict[str, Any]], ref: PodRef, done: set[str]) -> list[str]:
