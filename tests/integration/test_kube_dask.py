@@ -128,7 +128,13 @@ def test_virtual_node_cluster_runs_the_z_peak_on_htcondor_jobs_through_kubernete
         assert cluster.scheduler_address == options["scheduler_address"]
         cluster.scale(N_WORKERS)
         cluster.wait_for_workers(N_WORKERS, timeout=240)
+        # A worker joins the scheduler before the virtual kubelet's next status poll (every
+        # 5 s) turns its pod Running: wait for that poll, no longer.
+        deadline = time.monotonic() + 30
         pods = _pods(kube, ns, workers_sel)
+        while {p.status.phase for p in pods} != {"Running"} and time.monotonic() < deadline:
+            time.sleep(1)
+            pods = _pods(kube, ns, workers_sel)
         assert len(pods) == N_WORKERS
         workers = {p.metadata.name: p for p in pods}
         assert {p.spec.node_name for p in pods} == {info.node_name}
