@@ -213,23 +213,21 @@ def test_status_file_fills_in_missing_chirps() -> None:
     assert r.status["containers"][1]["restartCount"] == 2
 
 
+def with_inits(status: int, inits: tuple[str, ...], **states: str) -> tuple[PodRef, dict[str, Any]]:
+    """A pod with init containers ``inits`` and one app container ``main``, and its job ad
+    in ``status`` with the chirped ``states``."""
+    pod = PodRef(uid=POD.uid, name="web", namespace="ns", init_containers=inits,
+                 containers=("main",))  # fmt: skip
+    names = {
+        classad_attrs.INIT_CONTAINERS: ",".join(inits),
+        classad_attrs.CONTAINERS: "main",
+        classad_attrs.IMAGES: "",
+    }
+    return pod, ad(status, **names, **states)
+
+
 def test_init_failure_terminates_everything_not_run() -> None:
-    pod = PodRef(
-        uid=POD.uid,
-        name="web",
-        namespace="ns",
-        init_containers=("a", "b"),
-        containers=("main",),
-    )
-    a = ad(
-        RUNNING,
-        **{
-            classad_attrs.INIT_CONTAINERS: "a,b",
-            classad_attrs.CONTAINERS: "main",
-            classad_attrs.IMAGES: "",
-        },
-        InterlinkStateI0=st("terminated", 7, "", 1, 2),
-    )
+    pod, a = with_inits(RUNNING, ("a", "b"), InterlinkStateI0=st("terminated", 7, "", 1, 2))
     r = run(a, pod)
     first, second = states(r, "initContainers")
     assert first["terminated"]["exitCode"] == 7
@@ -244,17 +242,10 @@ def test_init_failure_terminates_everything_not_run() -> None:
 def test_a_view_between_two_reports_makes_up_no_failure_and_is_not_final() -> None:
     """The later containers' ends arrived, the failed init container's own end not yet:
     it is not reported as skipped (exit 1) and the answer is not terminal."""
-    pod = PodRef(
-        uid=POD.uid, name="web", namespace="ns", init_containers=("a", "b"), containers=("main",)
-    )
     skipped = "init container a failed (exit 3)"
-    a = ad(
+    pod, a = with_inits(
         RUNNING,
-        **{
-            classad_attrs.INIT_CONTAINERS: "a,b",
-            classad_attrs.CONTAINERS: "main",
-            classad_attrs.IMAGES: "",
-        },
+        ("a", "b"),
         InterlinkStateI0=st("running", start=1),
         InterlinkStateI1=st("terminated", 1, "InitContainerFailed", 0, 2, message=skipped),
         InterlinkStateC0=st("terminated", 1, "InitContainerFailed", 0, 2, message=skipped),
@@ -272,17 +263,9 @@ def test_a_view_between_two_reports_makes_up_no_failure_and_is_not_final() -> No
 
 
 def test_only_containers_after_the_failed_init_container_are_skipped() -> None:
-    pod = PodRef(
-        uid=POD.uid, name="web", namespace="ns", init_containers=("a", "b", "c"),
-        containers=("main",),
-    )  # fmt: skip
-    a = ad(
+    pod, a = with_inits(
         RUNNING,
-        **{
-            classad_attrs.INIT_CONTAINERS: "a,b,c",
-            classad_attrs.CONTAINERS: "main",
-            classad_attrs.IMAGES: "",
-        },
+        ("a", "b", "c"),
         InterlinkStateI0=st("terminated", 0, "Completed", 1, 2),
         InterlinkStateI1=st("terminated", 5, "", 2, 3),
     )
