@@ -65,18 +65,36 @@ def pss_mib(pid: int) -> float:
     raise RuntimeError("no Pss")
 
 
+def role(pid: int) -> str:
+    """What a process below the server is: a worker names itself after its lane
+    (``schedd-query``...); the fork server and multiprocessing's resource tracker do not."""
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    if comm.startswith("schedd-"):
+        return comm
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    if b"forkserver" in cmdline:
+        return "fork-server"
+    if b"resource_tracker" in cmdline:
+        return "resource-tracker"
+    return comm
+
+
 def sample(bench: BenchPlugin, t0: float) -> Json:
     assert bench.proc is not None
     server = rss_mib(bench.proc.pid)
     server_pss = pss_mib(bench.proc.pid)
     kids = kids_pss = 0.0
+    by_role: dict[str, float] = {}
     pids = descendants(bench.proc.pid)
     for pid in pids:
         try:
+            pss = pss_mib(pid)
             kids += rss_mib(pid)
-            kids_pss += pss_mib(pid)
+            name = role(pid)
         except (OSError, RuntimeError):
             continue
+        kids_pss += pss
+        by_role[name] = round(by_role.get(name, 0.0) + pss, 1)
     return {
         "t": round(time.monotonic() - t0, 1),
         "server_mib": round(server, 1),
@@ -86,6 +104,7 @@ def sample(bench: BenchPlugin, t0: float) -> Json:
         "workers_pss_mib": round(kids_pss, 1),
         "total_pss_mib": round(server_pss + kids_pss, 1),
         "processes": 1 + len(pids),
+        "pss_mib_by_role": dict(sorted(by_role.items())),
         "loadavg_1min": round(os.getloadavg()[0], 2),
     }
 
@@ -122,7 +141,7 @@ async def loops(bench: BenchPlugin, pods: list[Json], minutes: float, every: flo
 
 
 def slope_mib_per_minute(samples: list[Json], after: float, key: str = "total_mib") -> float:
-    pts = [(s["t"] / 60, s[key]) for s in samples if s["t"] >= after]
+    pts = [(s["t"] / 60, s[key]) for s in samples if s["t"] >= after and key in s]
     if len(pts) < 2:
         return float("nan")
     mx = statistics.fmean(x for x, _ in pts)
@@ -131,17 +150,28 @@ def slope_mib_per_minute(samples: list[Json], after: float, key: str = "total_mi
     return float(sum((x - mx) * (y - my) for x, y in pts) / var)
 
 
+def by_role(samples: list[Json]) -> list[Json]:
+    """The samples with each role's PSS as a key of its own (for the slope)."""
+    return [{"t": s["t"], **s["pss_mib_by_role"]} for s in samples]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=10_000)
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--sample-seconds", type=float, default=5)
     ap.add_argument("--name", default="rss")
+    ap.add_argument(
+        "--recycle-mib", type=float, help="the plugin's schedd.worker_recycle_mib (0: never)"
+    )
     args = ap.parse_args()
 
     info = pool()
     result: Json = {"benchmark": "rss", "machine": machine_notes(), "params": vars(args)}
-    bench = BenchPlugin(info)
+    env = {}
+    if args.recycle_mib is not None:
+        env["INTERLINK_HTCONDOR_SCHEDD__WORKER_RECYCLE_MIB"] = str(args.recycle_mib)
+    bench = BenchPlugin(info, env)
     bench.start()
     try:
         time.sleep(2)
@@ -151,6 +181,7 @@ def main() -> None:
         for i in range(0, len(pods), 1000):
             asyncio.run(create_many(bench.url, pods[i : i + 1000]))
         result["tracked_pods"] = len(pods)
+        result["after_creates"] = sample(bench, time.monotonic())
         run = asyncio.run(loops(bench, pods, args.minutes, args.sample_seconds))
         result.update(run)
         samples = run["samples"]
@@ -163,6 +194,10 @@ def main() -> None:
         result["slope_pss_mib_per_minute_after_first_minute"] = round(
             slope_mib_per_minute(samples, 60, "total_pss_mib"), 3
         )
+        result["slope_pss_mib_per_minute_by_role"] = {
+            name: round(slope_mib_per_minute(by_role(samples), 60, name), 3)
+            for name in samples[-1]["pss_mib_by_role"]
+        }
         result["target_at_most_200_mib"] = result["max_total_pss_mib"] <= 200
     finally:
         bench.stop()

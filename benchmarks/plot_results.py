@@ -89,7 +89,19 @@ def status_loop(result: Json) -> str:
 def rss(result: Json) -> str:
     samples = result["samples"]
     t = [s["t"] / 60 for s in samples]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    roles = sorted({r for s in samples for r in s.get("pss_mib_by_role", {})})
+    if roles:
+        fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.2))
+        bx.plot(t, [s["server_pss_mib"] for s in samples], label="server")
+        for name in roles:
+            bx.plot(t, [s["pss_mib_by_role"].get(name, 0.0) for s in samples], label=name)
+        bx.set_xlabel("minutes of status loops")
+        bx.set_ylabel("PSS (MiB)")
+        bx.set_title("By process")
+        bx.grid(True, alpha=0.3)
+        bx.legend(loc="upper left", fontsize="small", ncol=2)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
     if "total_pss_mib" in samples[0]:
         ax.plot(t, [s["total_pss_mib"] for s in samples], label="server + workers (PSS)")
         ax.plot(t, [s["server_mib"] for s in samples], "--", label="server (RSS)")

@@ -90,6 +90,15 @@ class ScheddSettings(_Section):
         "bindings hold Python's lock while they wait, so each call runs in a process of its "
         "own.",
     )
+    worker_recycle_mib: float = Field(
+        32.0,
+        ge=0,
+        le=4096,
+        description="A query, submit or probe worker whose resident memory grew by more "
+        "than this many MiB since it started (memory a large answer left behind) ends "
+        "after that call and the next call starts a fresh one. 0: never. The snapshot "
+        "worker is never recycled: its view grows with the jobs.",
+    )
     timeout_seconds: float = Field(
         20.0,
         gt=0,

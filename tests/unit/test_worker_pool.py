@@ -5,6 +5,7 @@ workers, and errors that come back across the process boundary."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -131,5 +132,73 @@ def test_a_worker_that_dies_is_replaced(pool: WorkerPool) -> None:
         with pytest.raises(WorkerLost):
             await pool.run(os.kill, pid, signal.SIGKILL, timeout=30)
         assert await pool.run(sleep_then_pid, 0, timeout=30) != pid
+
+    asyncio.run(scenario())
+
+
+_held: list[bytearray] = []
+
+
+def hold_mib(mib: int) -> int:
+    """Keep ``mib`` MiB resident in this worker (every page written)."""
+    _held.append(bytearray(b"x" * (mib * 2**20)))
+    return os.getpid()
+
+
+def process_name() -> str:
+    with open("/proc/self/comm") as f:
+        return f.read().strip()
+
+
+def frozen_objects() -> int:
+    return gc.get_freeze_count()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_that_grew_past_its_bound_is_replaced_after_its_call() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("schedd-recycle", 1, recycle_mib=24)
+        try:
+            first = await pool.run(hold_mib, 8, timeout=60)
+            assert await pool.run(sleep_then_pid, 0, timeout=60) == first  # 8 MiB: kept
+            # The call that grows it past the bound still answers...
+            assert await pool.run(hold_mib, 32, timeout=60) == first
+            # ...and the next call runs in a fresh worker; the old one ended by itself.
+            second = await pool.run(sleep_then_pid, 0, timeout=60)
+            assert second != first
+            deadline = time.monotonic() + 10
+            while alive(first) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not alive(first)
+            assert pool.busy == 0
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_without_a_bound_a_worker_is_kept_whatever_it_holds(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        first = await pool.run(hold_mib, 32, timeout=60)
+        assert await pool.run(sleep_then_pid, 0, timeout=60) == first
+
+    asyncio.run(scenario())
+
+
+def test_workers_are_named_after_their_pool_and_freeze_what_they_inherit() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("schedd-snapshot", 1)
+        try:
+            assert await pool.run(process_name, timeout=60) == "schedd-snapshot"
+            assert await pool.run(frozen_objects, timeout=60) > 1000
+        finally:
+            pool.close()
 
     asyncio.run(scenario())

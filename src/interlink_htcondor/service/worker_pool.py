@@ -19,6 +19,13 @@ start). Every call has a deadline, counted from the moment it asks for a worker:
 Functions and arguments travel by pickle, so a function must be importable by name. An
 exception that cannot be pickled (the bindings' own) comes back as ``RemoteError`` with
 its type name and message.
+
+Memory: a worker shares the fork server's pages until it writes to them, and a full
+garbage collection writes to every object it walks; so a worker first moves what it
+inherited out of the collector's reach (``gc.freeze``). A large answer leaves freed
+memory behind that the allocator keeps; with ``recycle_mib``, a worker whose resident
+memory grew by more than that since it started ends after the call that grew it, and
+the next call gets a fresh one. Each worker names itself after its pool (``ps -o comm``).
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import threading
@@ -42,6 +51,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# A recycled worker that has not ended this long after its last answer is killed.
+RETIRE_GRACE_SECONDS = 5.0
 _preload_lock = threading.Lock()
 _preloaded: set[str] = set()
 
@@ -83,11 +95,38 @@ def portable(error: BaseException) -> BaseException:
     return error
 
 
-def _serve(conn: Connection, setup: Callable[..., None] | None, setup_args: Sequence[Any]) -> None:
-    """A worker's main loop: one call at a time until the pipe closes."""
+def _resident_mib() -> float | None:
+    """This process's resident memory (Linux), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * _PAGE_SIZE / 2**20
+
+
+def _name_process(name: str) -> None:
+    # What ps -o comm and top show (the kernel keeps 15 bytes); Linux only, best effort.
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
+        f.write(name[:15])
+
+
+def _serve(
+    conn: Connection,
+    setup: Callable[..., None] | None,
+    setup_args: Sequence[Any],
+    name: str = "",
+    recycle_mib: float | None = None,
+) -> None:
+    """A worker's main loop: one call at a time until the pipe closes, or until a call
+    left it more than ``recycle_mib`` larger than it started (it says so with the answer)."""
+    gc.freeze()  # what the fork server holds stays shared (see the module's doc)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent
+    if name:
+        _name_process(name)
     if setup is not None:
         setup(*setup_args)
+    start = _resident_mib() if recycle_mib else None
     while True:
         try:
             fn, args = conn.recv()
@@ -97,12 +136,16 @@ def _serve(conn: Connection, setup: Callable[..., None] | None, setup_args: Sequ
             out: tuple[bool, Any] = (True, fn(*args))
         except BaseException as e:  # everything goes back to the caller
             out = (False, portable(e))
+        now = _resident_mib() if start is not None else None
+        retire = now is not None and start is not None and now - start > (recycle_mib or 0)
         try:
-            conn.send(out)
+            conn.send((*out, retire))
         except (EOFError, OSError):
             return
         except Exception as e:  # an unpicklable result
-            conn.send((False, RemoteError(type(e).__name__, f"result not sendable: {e}")))
+            conn.send((False, RemoteError(type(e).__name__, f"result not sendable: {e}"), retire))
+        if retire:
+            return
 
 
 class _Worker:
@@ -110,15 +153,18 @@ class _Worker:
         self.proc = proc
         self.conn = conn
         self.dead = False
+        self.retired = False
 
     def roundtrip(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """Blocking (in a thread): send the call, wait for its answer."""
         try:
             self.conn.send((fn, args))
-            ok, value = self.conn.recv()
+            ok, value, retired = self.conn.recv()
         except (EOFError, OSError) as e:
             self.dead = True
             raise WorkerLost(f"worker process {self.proc.pid} exited during the call") from e
+        if retired:  # it ends by itself: replaced, not killed
+            self.retired = self.dead = True
         if not ok:
             raise value
         return value
@@ -151,7 +197,7 @@ class WorkerPool:
 
     ``setup(*setup_args)`` runs in each new worker before its first call; ``setup_args``
     is called in the parent each time a worker starts (so a worker gets the parent's
-    state of that moment).
+    state of that moment). ``recycle_mib``: see the module's doc (None: never).
     """
 
     def __init__(
@@ -163,8 +209,10 @@ class WorkerPool:
         setup: Callable[..., None] | None = None,
         setup_args: Callable[[], Sequence[Any]] = tuple,
         max_waiting: int | None = None,
+        recycle_mib: float | None = None,
     ) -> None:
         self.name = name
+        self.recycle_mib = recycle_mib
         self.size = size
         self.max_waiting = 4 * size if max_waiting is None else max_waiting
         self._ctx = multiprocessing.get_context("forkserver")
@@ -285,7 +333,7 @@ class WorkerPool:
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(
                 target=_serve,
-                args=(child, self._setup, tuple(self._setup_args())),
+                args=(child, self._setup, tuple(self._setup_args()), self.name, self.recycle_mib),
                 name=f"{self.name}-worker",
                 daemon=True,
             )
@@ -318,8 +366,12 @@ class WorkerPool:
             return
         self._all.discard(worker)
         self._count -= 1
-        worker.kill()
-        threading.Thread(target=worker.reap, daemon=True).start()
+        if worker.retired:  # ending by itself
+            end = functools.partial(worker.dismiss, time.monotonic() + RETIRE_GRACE_SECONDS)
+        else:
+            worker.kill()
+            end = worker.reap
+        threading.Thread(target=end, daemon=True).start()
         # A slot is free: start a worker for the first caller still waiting.
         while self._waiters and not self._closed:
             fut = self._waiters.popleft()
