@@ -366,6 +366,7 @@ class WorkerPool:
             return
         self._all.discard(worker)
         self._count -= 1
+        end: Callable[[], None]
         if worker.retired:  # ending by itself
             end = functools.partial(worker.dismiss, time.monotonic() + RETIRE_GRACE_SECONDS)
         else:
