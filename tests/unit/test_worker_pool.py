@@ -202,3 +202,35 @@ def test_workers_are_named_after_their_pool_and_freeze_what_they_inherit() -> No
             pool.close()
 
     asyncio.run(scenario())
+
+
+def hold_and_drop_c_heap(mib: int) -> None:
+    """Allocate ``mib`` MiB of small C-heap blocks (below glibc's mmap threshold) and free
+    all but one in 64: what the bindings' 10,000 ClassAds leave behind (free pages inside
+    the heap, which ``free`` keeps)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    blocks = [libc.malloc(4096) for _ in range(mib * 256)]
+    for b in blocks:
+        ctypes.memset(b, 1, 4096)
+    for i, b in enumerate(blocks):
+        if i % 64:
+            libc.free(b)  # the blocks left keep the pages between them in the heap
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_a_worker_gives_back_the_c_heap_a_large_call_freed(pool: WorkerPool) -> None:
+    async def scenario() -> None:
+        before = await pool.run(resident_mib, timeout=60)
+        await pool.run(hold_and_drop_c_heap, 64, timeout=60)
+        after = await pool.run(resident_mib, timeout=60)
+        assert after - before < 16, (before, after)
+
+    asyncio.run(scenario())

@@ -23,15 +23,17 @@ its type name and message.
 Memory: a worker shares the fork server's pages until it writes to them, and a full
 garbage collection writes to every object it walks; so a worker first moves what it
 inherited out of the collector's reach (``gc.freeze``). A large answer leaves freed
-memory behind that the allocator keeps; with ``recycle_mib``, a worker whose resident
-memory grew by more than that since it started ends after the call that grew it, and
-the next call gets a fresh one. Each worker names itself after its pool (``ps -o comm``).
+memory behind that the C allocator keeps: after a call that grew the worker by
+``TRIM_AFTER_MIB``, it is given back (``malloc_trim``). With ``recycle_mib``, a worker
+still more than that larger than it started ends after the call, and the next call gets
+a fresh one. Each worker names itself after its pool (``ps -o comm``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import gc
 import logging
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# A worker whose resident memory grew by this much since it last did so gives the free
+# pages of its C heap back (a 10,000-job answer leaves some 24 MiB of them, in 6 ms).
+TRIM_AFTER_MIB = 8.0
 # A recycled worker that has not ended this long after its last answer is killed.
 RETIRE_GRACE_SECONDS = 5.0
 _preload_lock = threading.Lock()
@@ -105,6 +110,15 @@ def _resident_mib() -> float | None:
     return pages * _PAGE_SIZE / 2**20
 
 
+def _heap_trimmer() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, which gives the free pages inside the C heap back to the
+    system (``free`` keeps them); None where there is no glibc."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
 def _name_process(name: str) -> None:
     # What ps -o comm and top show (the kernel keeps 15 bytes); Linux only, best effort.
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
@@ -126,7 +140,8 @@ def _serve(
         _name_process(name)
     if setup is not None:
         setup(*setup_args)
-    start = _resident_mib() if recycle_mib else None
+    trim = _heap_trimmer()
+    start = trimmed = _resident_mib()
     while True:
         try:
             fn, args = conn.recv()
@@ -136,8 +151,14 @@ def _serve(
             out: tuple[bool, Any] = (True, fn(*args))
         except BaseException as e:  # everything goes back to the caller
             out = (False, portable(e))
-        now = _resident_mib() if start is not None else None
-        retire = now is not None and start is not None and now - start > (recycle_mib or 0)
+        now = _resident_mib()
+        if now is not None and trimmed is not None and now - trimmed > TRIM_AFTER_MIB:
+            if trim is not None:
+                trim(0)
+            trimmed = now = _resident_mib()
+        retire = False
+        if recycle_mib and now is not None and start is not None:
+            retire = now - start > recycle_mib
         try:
             conn.send((*out, retire))
         except (EOFError, OSError):
