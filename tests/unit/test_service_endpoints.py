@@ -8,6 +8,7 @@ real pool are in ``tests/integration/test_plugin_*.py``.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
@@ -766,3 +767,18 @@ def test_an_unexpected_error_is_a_500_naming_the_session(
         metrics = c.get("/metrics").text
     assert 'interlink_htcondor_requests_total{code="500",endpoint="/status"} 1.0' in metrics
     assert r.text == "internal error in the plugin (session sess-77); see its log\n"
+
+
+def test_the_server_takes_what_it_started_with_out_of_the_collectors_reach(
+    settings: Settings, gateway: FakeGateway
+) -> None:
+    gc.unfreeze()
+    app = create_app(settings, gateway=gateway)
+    assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(app) as c:
+            frozen = gc.get_freeze_count()
+            assert frozen > 10_000  # modules, the app, the settings
+            assert c.get("/healthz").status_code == 200
+    finally:
+        gc.unfreeze()

@@ -12,6 +12,7 @@ errors) and the handler of ``HTTPError``. The status codes are listed in
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -66,6 +67,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What exists now (modules, the app, the settings) lives as long as the process:
+        # out of the garbage collector's reach, a full collection walks only the objects
+        # made while serving (60 to 150 ms of a /status call's time otherwise).
+        gc.collect()
+        gc.freeze()
         state.spawn(gw.start(), "start the gateway")
         yield
         await state.close()
