@@ -140,6 +140,29 @@ async def test_a_slow_refresh_widens_the_window_in_which_the_current_one_is_serv
     assert fetch.calls == 3
 
 
+async def test_the_window_grows_with_the_queue_before_its_next_full_listing() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1, status=1), job("b", 2, status=1)], delay=0)
+    query = {"seconds": 1.0, "full": True}  # a full listing of 2 jobs: 0.5 s a job
+
+    async def refresh() -> JobChanges:
+        clock.t += query["seconds"]
+        changes = await fetch()
+        return JobChanges(changes.changed, changes.removed, bool(query["full"]), changes.reset)
+
+    snap = JobSnapshot(refresh, 1.0, clock=clock, serve_stale_seconds=0)
+    await snap.get()
+    assert snap.serve_stale_seconds == 2.0  # twice the 1 s listing
+    # The queue grows to 8 jobs, seen by change queries (fast, not listings)...
+    fetch.ads += [job(f"n{i}", 10 + i, status=1) for i in range(6)]
+    query.update(seconds=0.0, full=False)
+    clock.t += 1.5
+    await snap.get()
+    await until(lambda: snap.current is not None and len(snap.current.jobs) == 8)
+    # ...so its next listing is expected to take 8 x 0.5 s: the window is twice that.
+    assert snap.serve_stale_seconds == 8.0
+
+
 async def test_without_slow_refreshes_an_old_snapshot_is_not_served() -> None:
     clock = Clock()
     fetch = Fetcher([job("a", 1, status=1)])

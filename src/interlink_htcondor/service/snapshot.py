@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # slowest recent refresh: at one a second, the last two minutes hold a full listing.
 RECENT_REFRESHES = 128
 SLOW_REFRESH_FACTOR = 2.0
+# A queue that grew since its last full listing lists more slowly: the window also
+# follows the slowest recent full listing's cost per job, times the jobs now known.
+RECENT_FULL_LISTINGS = 8
 
 Ad = dict[str, Any]
 FetchJobs = Callable[[], Awaitable[JobChanges]]
@@ -110,7 +113,9 @@ class JobSnapshot:
     interval a snapshot is still served while its successor is queried; the window widens
     to ``SLOW_REFRESH_FACTOR`` times the slowest of the last ``RECENT_REFRESHES`` refreshes
     (a full listing of a large queue takes seconds: the calls meanwhile are answered from
-    the current snapshot rather than all waiting for it). ``max_stale_seconds`` bounds how
+    the current snapshot rather than all waiting for it), and to as many times what a full
+    listing of the jobs now known would take at the recent listings' cost per job (the
+    first listing of a queue that grew). ``max_stale_seconds`` bounds how
     long one is served while the schedd fails. ``wait_seconds`` bounds how long a caller
     waits for a query in flight: past it the last snapshot is served however old (within
     ``max_stale_seconds``), so a schedd that hangs never holds /status for longer.
@@ -142,6 +147,7 @@ class JobSnapshot:
         self._pending: dict[str, tuple[float, Ad]] = {}
         self._forgotten: dict[str, float] = {}
         self._durations: deque[float] = deque(maxlen=RECENT_REFRESHES)
+        self._full_per_job: deque[float] = deque(maxlen=RECENT_FULL_LISTINGS)
 
     @property
     def current(self) -> Snapshot | None:
@@ -193,7 +199,9 @@ class JobSnapshot:
         """How much older than the interval a snapshot is served while its successor is
         queried (see the class's doc)."""
         slowest = max(self._durations, default=0.0)
-        return max(self._serve_stale, SLOW_REFRESH_FACTOR * slowest)
+        jobs = len(self._current.jobs) if self._current is not None else 0
+        listing = max(self._full_per_job, default=0.0) * jobs
+        return max(self._serve_stale, SLOW_REFRESH_FACTOR * max(slowest, listing))
 
     def _stale_or_raise(self, now: float, error: BaseException) -> Snapshot:
         cur = self._current
@@ -207,6 +215,8 @@ class JobSnapshot:
             changes = await self._fetch()
             snap = apply_changes(self._current, changes, started, self._clock())
             self._durations.append(snap.finished - snap.started)
+            if changes.full and snap.jobs:
+                self._full_per_job.append((snap.finished - snap.started) / len(snap.jobs))
             self._current = snap
             self._last_failure = None
             self._expire(snap)
