@@ -110,13 +110,14 @@ def _resident_mib() -> float | None:
     return pages * _PAGE_SIZE / 2**20
 
 
-def _heap_trimmer() -> Callable[[], object] | None:
+def _heap_trimmer() -> Callable[[int], object] | None:
     """glibc's ``malloc_trim(0)``, which gives the free pages inside the C heap back to the
     system (``free`` keeps them); None where there is no glibc."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim  # type: ignore[no-any-return]
+        trim: Callable[[int], object] = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
+    return trim
 
 
 def _name_process(name: str) -> None:
