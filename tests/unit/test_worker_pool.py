@@ -5,6 +5,7 @@ workers, and errors that come back across the process boundary."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import os
 import signal
@@ -19,6 +20,7 @@ from interlink_htcondor.service.worker_pool import (
     RemoteError,
     WorkerLost,
     WorkerPool,
+    _resident_mib,
 )
 
 
@@ -208,8 +210,6 @@ def hold_and_drop_c_heap(mib: int) -> None:
     """Allocate ``mib`` MiB of small C-heap blocks (below glibc's mmap threshold) and free
     all but one in 64: what the bindings' 10,000 ClassAds leave behind (free pages inside
     the heap, which ``free`` keeps)."""
-    import ctypes
-
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -221,16 +221,12 @@ def hold_and_drop_c_heap(mib: int) -> None:
             libc.free(b)  # the blocks left keep the pages between them in the heap
 
 
-def resident_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def test_a_worker_gives_back_the_c_heap_a_large_call_freed(pool: WorkerPool) -> None:
     async def scenario() -> None:
-        before = await pool.run(resident_mib, timeout=60)
+        before = await pool.run(_resident_mib, timeout=60)
         await pool.run(hold_and_drop_c_heap, 64, timeout=60)
-        after = await pool.run(resident_mib, timeout=60)
+        after = await pool.run(_resident_mib, timeout=60)
+        assert before is not None and after is not None
         assert after - before < 16, (before, after)
 
     asyncio.run(scenario())
