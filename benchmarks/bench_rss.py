@@ -194,8 +194,9 @@ def main() -> None:
         result["slope_pss_mib_per_minute_after_first_minute"] = round(
             slope_mib_per_minute(samples, 60, "total_pss_mib"), 3
         )
+        roles = by_role(samples)
         result["slope_pss_mib_per_minute_by_role"] = {
-            name: round(slope_mib_per_minute(by_role(samples), 60, name), 3)
+            name: round(slope_mib_per_minute(roles, 60, name), 3)
             for name in samples[-1]["pss_mib_by_role"]
         }
         result["target_at_most_200_mib"] = result["max_total_pss_mib"] <= 200
