@@ -136,8 +136,9 @@ class ScheddSettings(_Section):
     status_wait_seconds: float = Field(
         2.0,
         gt=0,
-        description="Longest a /status call waits for a new job snapshot; past it the last "
-        "one is served, with its age in the `Snapshot-Age` header.",
+        description="Longest a /status call waits for a new job snapshot, when the last one "
+        "is too old to serve (no call for a while); past it the last one is served, with its "
+        "age in the `Snapshot-Age` header. A query sent in time never holds calls.",
     )
     max_stale_seconds: float = Field(
         300.0,

@@ -192,6 +192,43 @@ async def test_pending_submit_visible_until_a_later_query_sees_it() -> None:
     assert snap.lookup(s3, "new") is None  # the placeholder expired with the query
 
 
+async def test_a_query_sent_in_time_never_holds_callers_however_long_it_runs() -> None:
+    clock = Clock()
+    fetch = Fetcher([job("a", 1, status=1)], delay=0)
+    gate = asyncio.Event()
+    gate.set()
+
+    async def gated() -> JobChanges:
+        await gate.wait()
+        return await fetch()
+
+    snap = JobSnapshot(
+        gated, 1.0, clock=clock, serve_stale_seconds=1.0, wait_seconds=60, max_stale_seconds=300
+    )
+    first = await snap.get()
+    gate.clear()  # the next query (a full listing, say) runs far longer than predicted
+    clock.t += 1.5  # within the window: served at once, the query is sent
+    assert await snap.get() is first
+    clock.t += 30.0  # the snapshot is now far past its window, the query still runs
+    calls = await asyncio.wait_for(asyncio.gather(*(snap.get() for _ in range(20))), 1.0)
+    assert all(c is first for c in calls) and fetch.calls == 1
+    clock.t += 300.0  # a query that hangs past max_stale_seconds: unavailable, as before
+    with pytest.raises(SnapshotUnavailable, match="still running"):
+        await snap.get()
+    gate.set()
+    await until(lambda: snap.current is not first)
+    # A query sent for a snapshot already past its window (twice that 330 s refresh: nobody
+    # asked for 20 minutes): callers wait for it.
+    clock.t += 1200.0
+    fetch.ads = []
+    gate.clear()
+    waiting = asyncio.ensure_future(snap.get())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    gate.set()
+    assert snap.lookup(await waiting, "a") is None
+
+
 async def test_deleted_pod_is_hidden_until_requeried() -> None:
     clock = Clock()
     fetch = Fetcher([job("a", 1)])

@@ -115,7 +115,9 @@ class JobSnapshot:
     (a full listing of a large queue takes seconds: the calls meanwhile are answered from
     the current snapshot rather than all waiting for it), and to as many times what a full
     listing of the jobs now known would take at the recent listings' cost per job (the
-    first listing of a queue that grew). ``max_stale_seconds`` bounds how
+    first listing of a queue that grew). Callers wait only for a query sent when the
+    snapshot was already past that window (nobody asked for a while); one sent in time
+    that runs longer than predicted never holds them. ``max_stale_seconds`` bounds how
     long one is served while the schedd fails. ``wait_seconds`` bounds how long a caller
     waits for a query in flight: past it the last snapshot is served however old (within
     ``max_stale_seconds``), so a schedd that hangs never holds /status for longer.
@@ -142,6 +144,8 @@ class JobSnapshot:
         self._current: Snapshot | None = None
         self._inflight: asyncio.Future[Snapshot] | None = None
         self._inflight_since = 0.0
+        # Whether the snapshot was already past its window when that query was sent.
+        self._inflight_overdue = True
         self._last_failure: tuple[float, BaseException] | None = None
         # Jobs submitted by this process and not yet seen by a query: uid -> (time, ad).
         self._pending: dict[str, tuple[float, Ad]] = {}
@@ -177,8 +181,13 @@ class JobSnapshot:
             self._inflight = asyncio.ensure_future(self._do_refresh())
             self._inflight.add_done_callback(_retrieve)
             self._inflight_since = now
+            self._inflight_overdue = age >= self._refresh + self.serve_stale_seconds
         if cur is not None and age < self._refresh + self.serve_stale_seconds:
             return cur
+        if cur is not None and not self._inflight_overdue:
+            # The query in flight was sent in time and is merely slower than predicted (a
+            # full listing of a big queue): waiting would only trade latency for a second.
+            return self._stale_or_raise(now, TimeoutError("the job query is still running"))
         inflight = self._inflight
         try:
             if self._wait is None:
