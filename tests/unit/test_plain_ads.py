@@ -7,7 +7,7 @@ import pickle
 
 import classad2
 
-from interlink_htcondor.service.gateway import INTERN_MAX_CHARS, plain
+from interlink_htcondor.service.gateway import INTERN_MAX_CHARS, plain, plain_all
 
 
 def job_ad(proc: int) -> classad2.ClassAd:
@@ -42,3 +42,32 @@ def test_names_and_short_values_are_shared_between_ads() -> None:
         for k in list(c):
             c["".join(list(k))] = c.pop(k)
     assert len(pickle.dumps(many)) < 0.8 * len(pickle.dumps(copies))
+
+
+_EVENTS: list[str] = []
+
+
+class _Traced(classad2.ClassAd):  # type: ignore[misc]
+    """A job ad that notes when it is converted and when it is freed."""
+
+    def items(self):  # type: ignore[no-untyped-def]
+        _EVENTS.append(f"convert {self['ProcId']}")
+        return super().items()
+
+    def __del__(self) -> None:
+        _EVENTS.append("free")
+
+
+def test_a_listing_is_converted_in_order_each_ad_freed_before_the_next() -> None:
+    ads: list[classad2.ClassAd] = []
+    for proc in range(4):
+        ad = _Traced()
+        ad.update(job_ad(proc))
+        ads.append(ad)
+    del ad
+    _EVENTS.clear()
+    out = plain_all(ads)
+    assert [a["ProcId"] for a in out] == [0, 1, 2, 3] and ads == []
+    # The answer of a big query is never held twice (as ClassAds and as dicts).
+    expected = [e for p in range(4) for e in (f"convert {p}", "free")]
+    assert expected == _EVENTS
