@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -113,21 +114,61 @@ def check_answers(bench: BenchPlugin, pods: list[Json]) -> None:
     asyncio.run(run())
 
 
+def server_stalls(bench: BenchPlugin) -> tuple[float, float]:
+    """The server's event-loop wake-ups later than 50 ms and its garbage collections longer
+    than 25 ms so far (``service.stalls``)."""
+    lag = "interlink_htcondor_event_loop_lag_seconds"
+    pause = "interlink_htcondor_gc_pause_seconds"
+    late = bench.metric(lag + "_count") - bench.metric(lag + "_bucket", 'le="0.05"')
+    long_gc = bench.metrics_sum(pause + "_count") - bench.metrics_sum(
+        pause + "_bucket", 'le="0.025"'
+    )
+    return late, long_gc
+
+
+class ClientPauses:
+    """The longest garbage collection of this (client) process while it is watched."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._t0 = 0.0
+
+    def __enter__(self) -> ClientPauses:
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, _: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._t0)
+
+
 def one_loop(bench: BenchPlugin, path: str, payload: list[bytes], schedd: int | None) -> Json:
-    """One timed loop, with the plugin's and the schedd's CPU and queries meanwhile."""
+    """One timed loop, with the plugin's and the schedd's CPU and queries meanwhile, and
+    what held the server (late event-loop wake-ups, long collections) or the client."""
     assert bench.proc is not None
     q0 = queue_queries(bench)
+    late0, gc0 = server_stalls(bench)
     c0 = cpu_seconds(bench.proc.pid)
     s0 = cpu_seconds(schedd, children=True) if schedd is not None else 0.0
     load = os.getloadavg()[0]
-    wall, lat = asyncio.run(loop_once(bench.port, path, payload))
+    with ClientPauses() as client_gc:
+        wall, lat = asyncio.run(loop_once(bench.port, path, payload))
     cpu = cpu_seconds(bench.proc.pid) - c0
+    late1, gc1 = server_stalls(bench)
     schedd_cpu = (cpu_seconds(schedd, children=True) - s0) if schedd is not None else float("nan")
     queries = queue_queries(bench) - q0
     return {
         "loop_seconds": round(wall, 3),
         **summary_ms(lat),
         "calls_over_50ms": sum(1 for x in lat if x > 0.05),
+        "server_loop_late_over_50ms": late1 - late0,
+        "server_gc_over_25ms": gc1 - gc0,
+        "client_gc_longest_ms": round(client_gc.longest * 1000, 1),
         "plugin_cpu_ms_per_call": round(cpu * 1000 / len(lat), 4),
         "schedd_queries": queries,
         "schedd_queries_per_s": round(queries / wall, 3),

@@ -29,6 +29,7 @@ from interlink_htcondor.service.gateway import Gateway, ScheddGateway
 from interlink_htcondor.service.metrics import CONTENT_TYPE, Metrics
 from interlink_htcondor.service.request_body import read_body, read_json
 from interlink_htcondor.service.sandbox_store import SandboxStore
+from interlink_htcondor.service.stalls import StallWatch
 from interlink_htcondor.service.state import PluginState
 from interlink_htcondor.settings import Settings
 
@@ -72,9 +73,14 @@ def create_app(
         # made while serving (60 to 150 ms of a /status call's time otherwise).
         gc.collect()
         gc.freeze()
+        stalls = StallWatch(metrics)
+        stalls.start()
         state.spawn(gw.start(), "start the gateway")
-        yield
-        await state.close()
+        try:
+            yield
+        finally:
+            await stalls.stop()
+            await state.close()
 
     token = bearer_token or read_token(settings.server.bearer_token_file)
     app = FastAPI(

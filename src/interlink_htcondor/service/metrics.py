@@ -70,6 +70,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.gc_pause = Histogram(
+            "interlink_htcondor_gc_pause_seconds",
+            "Garbage collections of the server process by generation (the server serves "
+            "nothing meanwhile).",
+            ["generation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "interlink_htcondor_event_loop_lag_seconds",
+            "How late the server's event loop woke up for a timer (sampled 20 times a "
+            "second): how long requests waited for something else the server ran.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
     def set_contact(self, contact: Contact) -> None:
         """What the gateway knows of the schedd (read from memory, never from the schedd)."""
         if contact.last_ok is not None:
