@@ -23,7 +23,10 @@ unchanged (``service.answer_cache``).
 Reported per size: the median loop time of each and their ratio, per-call p50/p99/max,
 the schedd queries per second during the status loops (from the plugin's own metrics),
 the plugin's RSS and CPU, the schedd's RSS and the time of a bare query of all the
-pods' jobs, and the load average. Every job and sandbox of the run is removed at the end.
+pods' jobs, and the load average. Per loop, what could hold a call: each call over 50 ms
+with the client's CPU time in it, the server's late event-loop wake-ups by cause and its
+long garbage collections (``service.stalls``, on /metrics), and the client's longest
+collection. Every job and sandbox of the run is removed at the end.
 
 Usage: python benchmarks/bench_status_loop.py [--pods 1000 10000 50000] [--loops 3]
 """
@@ -37,6 +40,8 @@ import json
 import os
 import statistics
 import time
+
+import httpx
 
 from _plugin import (
     BenchPlugin,
@@ -57,23 +62,27 @@ from interlink_htcondor.core.pod_status import PROJECTION
 QUERY_OPS = ('operation="query"',)
 
 
-async def loop_once(port: int, path: str, bodies: list[bytes]) -> tuple[float, list[float]]:
+async def loop_once(
+    port: int, path: str, bodies: list[bytes]
+) -> tuple[float, list[float], list[float]]:
     """One sequential pass: a call per body on one keep-alive connection, each waiting for
-    its answer. Returns (wall seconds, per-call latencies)."""
+    its answer. Returns (wall seconds, per-call latencies, the client's CPU time in each)."""
     client = RawHTTP("127.0.0.1", port)
     latencies: list[float] = []
+    cpu: list[float] = []
     try:
         start = time.perf_counter()
         for body in bodies:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             status, payload = await client.request("GET", path, body)
             latencies.append(time.perf_counter() - t0)
+            cpu.append(time.thread_time() - c0)
             if status != 200:
                 raise RuntimeError(f"GET {path} answered {status}: {payload[:300]!r}")
         wall = time.perf_counter() - start
     finally:
         await client.close()
-    return wall, latencies
+    return wall, latencies, cpu
 
 
 def queue_queries(bench: BenchPlugin) -> float:
@@ -114,16 +123,31 @@ def check_answers(bench: BenchPlugin, pods: list[Json]) -> None:
     asyncio.run(run())
 
 
-def server_stalls(bench: BenchPlugin) -> tuple[float, float]:
-    """The server's event-loop wake-ups later than 50 ms and its garbage collections longer
-    than 25 ms so far (``service.stalls``)."""
+def server_stalls(bench: BenchPlugin) -> dict[str, float]:
+    """From one read of the server's /metrics (``service.stalls``): its event loop's
+    wake-ups later than 25 ms by cause (a stall of 45 ms or more shows as one), and its
+    garbage collections longer than 25 ms, so far."""
+    samples: dict[str, float] = {}
+    for line in httpx.get(bench.url + "/metrics", timeout=10).text.splitlines():
+        if not line.startswith("#") and " " in line:
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+
+    def over(name: str, labels: str) -> float:
+        total = sum(v for k, v in samples.items() if k.startswith(name + "_count{" + labels))
+        within = sum(
+            v
+            for k, v in samples.items()
+            if k.startswith(name + "_bucket{" + labels) and 'le="0.025"' in k
+        )
+        return total - within
+
     lag = "interlink_htcondor_event_loop_lag_seconds"
-    pause = "interlink_htcondor_gc_pause_seconds"
-    late = bench.metric(lag + "_count") - bench.metric(lag + "_bucket", 'le="0.05"')
-    long_gc = bench.metrics_sum(pause + "_count") - bench.metrics_sum(
-        pause + "_bucket", 'le="0.025"'
-    )
-    return late, long_gc
+    return {
+        "server_late_over_25ms": over(lag, 'cause="server"'),
+        "machine_late_over_25ms": over(lag, 'cause="machine"'),
+        "gc_over_25ms": over("interlink_htcondor_gc_pause_seconds", ""),
+    }
 
 
 class ClientPauses:
@@ -152,22 +176,28 @@ def one_loop(bench: BenchPlugin, path: str, payload: list[bytes], schedd: int | 
     what held the server (late event-loop wake-ups, long collections) or the client."""
     assert bench.proc is not None
     q0 = queue_queries(bench)
-    late0, gc0 = server_stalls(bench)
+    stalls0 = server_stalls(bench)
     c0 = cpu_seconds(bench.proc.pid)
     s0 = cpu_seconds(schedd, children=True) if schedd is not None else 0.0
     load = os.getloadavg()[0]
     with ClientPauses() as client_gc:
-        wall, lat = asyncio.run(loop_once(bench.port, path, payload))
+        wall, lat, client_cpu = asyncio.run(loop_once(bench.port, path, payload))
+    # Each call over 50 ms: its time and the client's own CPU time during it (ms).
+    slow = [
+        [round(x * 1000, 1), round(c * 1000, 1)]
+        for x, c in zip(lat, client_cpu, strict=True)
+        if x > 0.05
+    ]
     cpu = cpu_seconds(bench.proc.pid) - c0
-    late1, gc1 = server_stalls(bench)
+    stalls1 = server_stalls(bench)
     schedd_cpu = (cpu_seconds(schedd, children=True) - s0) if schedd is not None else float("nan")
     queries = queue_queries(bench) - q0
     return {
         "loop_seconds": round(wall, 3),
         **summary_ms(lat),
         "calls_over_50ms": sum(1 for x in lat if x > 0.05),
-        "server_loop_late_over_50ms": late1 - late0,
-        "server_gc_over_25ms": gc1 - gc0,
+        "slow_calls": slow,
+        **{f"server_{k}": stalls1[k] - stalls0[k] for k in stalls0},
         "client_gc_longest_ms": round(client_gc.longest * 1000, 1),
         "plugin_cpu_ms_per_call": round(cpu * 1000 / len(lat), 4),
         "schedd_queries": queries,

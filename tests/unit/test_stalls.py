@@ -24,23 +24,39 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) ->
     return 0.0 if value is None else value
 
 
-async def test_a_blocked_loop_and_a_full_collection_are_measured() -> None:
+LAG = "interlink_htcondor_event_loop_lag_seconds"
+
+
+def late(metrics: Metrics, cause: str, over: str = "0.05") -> float:
+    """Wake-ups of ``cause`` later than ``over`` seconds."""
+    labels = {"cause": cause}
+    return sample(metrics, LAG + "_count", labels) - sample(
+        metrics, LAG + "_bucket", {**labels, "le": over}
+    )
+
+
+def spin(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def test_a_held_loop_and_a_full_collection_are_measured() -> None:
     metrics = Metrics()
     watch = StallWatch(metrics, period=0.01)
     watch.start()
     try:
-        await asyncio.sleep(0.05)  # the probe runs on time: no lag over 50 ms
-        assert sample(metrics, "interlink_htcondor_event_loop_lag_seconds_count") >= 1
-        on_time = sample(
-            metrics, "interlink_htcondor_event_loop_lag_seconds_bucket", {"le": "0.05"}
-        )
-        assert on_time == sample(metrics, "interlink_htcondor_event_loop_lag_seconds_count")
-        time.sleep(0.12)  # something holds the loop
+        await asyncio.sleep(0.05)  # the probe runs
+        woke = sum(sample(metrics, LAG + "_count", {"cause": c}) for c in ("server", "machine"))
+        assert woke >= 1
+        server, machine = late(metrics, "server", "0.1"), late(metrics, "machine", "0.1")
+        spin(0.15)  # the server's own work holds the loop
         await asyncio.sleep(0.03)
-        late = sample(metrics, "interlink_htcondor_event_loop_lag_seconds_count") - sample(
-            metrics, "interlink_htcondor_event_loop_lag_seconds_bucket", {"le": "0.1"}
-        )
-        assert late == 1
+        assert late(metrics, "server", "0.1") == server + 1
+        time.sleep(0.15)  # the thread runs nothing: as when the machine gives it no CPU
+        await asyncio.sleep(0.03)
+        assert late(metrics, "machine", "0.1") >= machine + 1
+        assert late(metrics, "server", "0.1") == server + 1
         gc.collect()
         full = {"generation": "2"}
         assert sample(metrics, "interlink_htcondor_gc_pause_seconds_count", full) >= 1
@@ -48,8 +64,7 @@ async def test_a_blocked_loop_and_a_full_collection_are_measured() -> None:
     finally:
         await watch.stop()
     # Stopped: no callback left behind, nothing measured any more.
-    count = sample(metrics, "interlink_htcondor_gc_pause_seconds_count", {"generation": "2"})
+    full_count = ("interlink_htcondor_gc_pause_seconds_count", {"generation": "2"})
+    count = sample(metrics, *full_count)
     gc.collect()
-    assert (
-        sample(metrics, "interlink_htcondor_gc_pause_seconds_count", {"generation": "2"}) == count
-    )
+    assert sample(metrics, *full_count) == count

@@ -80,8 +80,10 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "interlink_htcondor_event_loop_lag_seconds",
-            "How late the server's event loop woke up for a timer (sampled 20 times a "
-            "second): how long requests waited for something else the server ran.",
+            "How late the server's event loop woke up for a timer (sampled 50 times a "
+            "second), by cause: the server ran something else (server) or the process "
+            "had no CPU (machine).",
+            ["cause"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
