@@ -133,6 +133,13 @@ class ScheddSettings(_Section):
         "plugin (the others ask the schedd only for jobs that changed). Longer with a big "
         "queue: at most one listing per twenty times its own duration.",
     )
+    status_keep_fresh_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="While a /status call came within this long, the job snapshot is "
+        "refreshed every `status_refresh_seconds` between calls too, so that the first call "
+        "of the virtual kubelet's next loop finds it fresh (0: refreshed only when called).",
+    )
     status_wait_seconds: float = Field(
         2.0,
         gt=0,

@@ -229,6 +229,35 @@ async def test_a_query_sent_in_time_never_holds_callers_however_long_it_runs() -
     assert snap.lookup(await waiting, "a") is None
 
 
+async def test_kept_fresh_between_calls_while_callers_come_back() -> None:
+    fetch = Fetcher([job("a", 1, status=1)], delay=0)
+    snap = JobSnapshot(fetch, 0.05, keep_fresh_seconds=0.4)
+    try:
+        await snap.get()
+        await asyncio.sleep(0.25)  # the virtual kubelet's pause between two loops
+        assert fetch.calls >= 3  # refreshed every interval meanwhile, with no call
+        fetch.ads = [job("a", 1, status=2)]
+        await asyncio.sleep(0.1)
+        # The first call after the pause does not wait, and finds what changed meanwhile.
+        first = await asyncio.wait_for(snap.get(), 0.01)
+        assert found(snap.lookup(first, "a"))["JobStatus"] == 2
+        assert snap.age(first) < 0.1  # within an interval and its serve-stale window
+        await asyncio.sleep(0.6)  # nobody asked for longer than keep_fresh_seconds
+        idle = fetch.calls
+        await asyncio.sleep(0.2)
+        assert fetch.calls == idle  # no more queries for nobody
+    finally:
+        snap.close()
+
+
+async def test_without_keep_fresh_nothing_is_queried_between_calls() -> None:
+    fetch = Fetcher([job("a", 1)], delay=0)
+    snap = JobSnapshot(fetch, 0.02)
+    await snap.get()
+    await asyncio.sleep(0.15)
+    assert fetch.calls == 1
+
+
 async def test_deleted_pod_is_hidden_until_requeried() -> None:
     clock = Clock()
     fetch = Fetcher([job("a", 1)])

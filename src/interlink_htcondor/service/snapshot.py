@@ -118,7 +118,9 @@ class JobSnapshot:
     first listing of a queue that grew). Callers wait only for a query sent when the
     snapshot was already past that window (nobody asked for a while); one sent in time
     that runs longer than predicted never holds them. ``max_stale_seconds`` bounds how
-    long one is served while the schedd fails. ``wait_seconds`` bounds how long a caller
+    long one is served while the schedd fails. While a call came within
+    ``keep_fresh_seconds``, the snapshot is refreshed every interval even between calls.
+    ``wait_seconds`` bounds how long a caller
     waits for a query in flight: past it the last snapshot is served however old (within
     ``max_stale_seconds``), so a schedd that hangs never holds /status for longer.
     """
@@ -131,6 +133,7 @@ class JobSnapshot:
         max_stale_seconds: float = 30.0,
         serve_stale_seconds: float | None = None,
         wait_seconds: float | None = None,
+        keep_fresh_seconds: float = 0.0,
         on_refresh: Callable[[Snapshot], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +142,9 @@ class JobSnapshot:
         self._max_stale = max_stale_seconds
         self._serve_stale = refresh_seconds if serve_stale_seconds is None else serve_stale_seconds
         self._wait = wait_seconds
+        self._keep_fresh = keep_fresh_seconds
+        self._last_asked = float("-inf")
+        self._ahead: asyncio.TimerHandle | None = None
         self._on_refresh = on_refresh
         self._clock = clock
         self._current: Snapshot | None = None
@@ -169,6 +175,7 @@ class JobSnapshot:
         older than that, callers wait for the query.
         """
         now = self._clock()
+        self._last_asked = now
         cur = self._current
         age = now - cur.started if cur is not None else float("inf")
         if age < self._refresh:
@@ -178,10 +185,7 @@ class JobSnapshot:
             if failure is not None and now - failure[0] < self._refresh:
                 # The schedd just failed: do not hammer it, serve or fail from memory.
                 return self._stale_or_raise(now, failure[1])
-            self._inflight = asyncio.ensure_future(self._do_refresh())
-            self._inflight.add_done_callback(_retrieve)
-            self._inflight_since = now
-            self._inflight_overdue = age >= self._refresh + self.serve_stale_seconds
+            self._start_refresh(now, age)
         if cur is not None and age < self._refresh + self.serve_stale_seconds:
             return cur
         if cur is not None and not self._inflight_overdue:
@@ -189,6 +193,7 @@ class JobSnapshot:
             # full listing of a big queue): waiting would only trade latency for a second.
             return self._stale_or_raise(now, TimeoutError("the job query is still running"))
         inflight = self._inflight
+        assert inflight is not None  # started above if none was in flight
         try:
             if self._wait is None:
                 return await asyncio.shield(inflight)
@@ -202,6 +207,36 @@ class JobSnapshot:
             return self._stale_or_raise(self._clock(), late)
         except Exception as e:
             return self._stale_or_raise(self._clock(), e)
+
+    def _start_refresh(self, now: float, age: float) -> None:
+        self._inflight = asyncio.ensure_future(self._do_refresh())
+        self._inflight.add_done_callback(_retrieve)
+        self._inflight_since = now
+        self._inflight_overdue = age >= self._refresh + self.serve_stale_seconds
+
+    def _plan_ahead(self, snap: Snapshot) -> None:
+        """While callers asked recently, the next refresh is due one interval after this
+        one started, whether or not a call comes: the virtual kubelet pauses between its
+        loops, and the first call of the next one must not find the snapshot too old."""
+        if self._clock() - self._last_asked >= self._keep_fresh:
+            return
+        delay = max(0.0, snap.started + self._refresh - self._clock())
+        self._ahead = asyncio.get_running_loop().call_later(delay, self._refresh_ahead)
+
+    def _refresh_ahead(self) -> None:
+        self._ahead = None
+        now = self._clock()
+        cur = self._current
+        if self._inflight is None and cur is not None and now - self._last_asked < self._keep_fresh:
+            self._start_refresh(now, now - cur.started)
+
+    def close(self) -> None:
+        """Stop refreshing ahead; a refresh in flight is abandoned."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+        if self._inflight is not None:
+            self._inflight.cancel()
 
     @property
     def serve_stale_seconds(self) -> float:
@@ -231,6 +266,7 @@ class JobSnapshot:
             self._expire(snap)
             if self._on_refresh is not None:
                 self._on_refresh(snap)
+            self._plan_ahead(snap)
             return snap
         except Exception as e:
             self._last_failure = (self._clock(), e)

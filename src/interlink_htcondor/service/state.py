@@ -78,6 +78,7 @@ class PluginState:
             cfg.status_refresh_seconds,
             max_stale_seconds=cfg.max_stale_seconds,
             wait_seconds=cfg.status_wait_seconds,
+            keep_fresh_seconds=cfg.status_keep_fresh_seconds,
             on_refresh=self._on_refresh,
         )
         self.missing = MissingJobResolver(self.gateway.find_jobs)
@@ -99,6 +100,7 @@ class PluginState:
         task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
+        self.snapshot.close()
         for t in list(self._background):
             t.cancel()
         await asyncio.to_thread(self.gateway.close)
