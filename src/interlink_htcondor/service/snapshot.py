@@ -218,6 +218,9 @@ class JobSnapshot:
         """While callers asked recently, the next refresh is due one interval after this
         one started, whether or not a call comes: the virtual kubelet pauses between its
         loops, and the first call of the next one must not find the snapshot too old."""
+        if self._ahead is not None:  # one timer at most: a call refreshed before it
+            self._ahead.cancel()
+            self._ahead = None
         if self._clock() - self._last_asked >= self._keep_fresh:
             return
         delay = max(0.0, snap.started + self._refresh - self._clock())
