@@ -31,7 +31,6 @@ failed container in pod order (init containers first), kept within 1..255.
 """
 
 import contextlib
-import http.client
 import json
 import os
 import re
@@ -39,13 +38,11 @@ import select
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
-from urllib.parse import urljoin, urlsplit
 
 # Must match interlink_htcondor.core.jobspec (tests/unit check that they agree).
 SPEC_VERSION = 1
@@ -948,6 +945,12 @@ def http_get(action: Dict[str, Any], timeout: float, agent: str) -> Tuple[Option
     Returns (status code or None when no answer came, error message, URL asked). HTTPS
     certificates are not verified, as the kubelet does not verify them.
     """
+    # Imported here: the HTTP client and TLS are a sixth of the wrapper's start-up, and
+    # most pods have no httpGet probe or hook.
+    import http.client
+    import ssl
+    from urllib.parse import urljoin, urlsplit
+
     host, port, path = action["host"], int(action["port"]), action["path"]
     scheme = action["scheme"]
     headers = dict((k, v) for k, v in action.get("headers") or [])
