@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from interlink_htcondor.core import classad_attrs
@@ -13,6 +14,7 @@ from interlink_htcondor.core.job_changes import (
     JobView,
     changes_constraint,
     index_by_uid,
+    listing_pieces,
 )
 from interlink_htcondor.core.pod_status import COMPLETED, HELD, IDLE, REMOVED, RUNNING
 
@@ -228,3 +230,53 @@ def test_without_the_schedds_clock_every_query_is_a_full_listing() -> None:
     schedd.answers = [[job("a", 1)], [job("a", 1)]]
     assert q.run((), ())[1] == "query"
     assert q.run((), ())[1] == "query"
+
+
+def test_listing_pieces_cover_every_cluster_id_once() -> None:
+    assert listing_pieces("Mine", [], piece=2) == ["Mine"]
+    assert listing_pieces("Mine", [5, 3], piece=2) == ["Mine"]  # small: one query
+    pieces = listing_pieces("Mine", [9, 1, 4, 4, 7, 2, 8], piece=2)
+    assert pieces == [
+        "(Mine) && ClusterId < 4",
+        "(Mine) && ClusterId >= 4 && ClusterId < 7",
+        "(Mine) && ClusterId >= 7 && ClusterId < 9",
+        "(Mine) && ClusterId >= 9",
+    ]
+    # Every id (known or not, below, between and above the known ones) in exactly one.
+    for cid in range(0, 20):
+        assert sum(in_piece(p, cid) for p in pieces) == 1
+
+
+def in_piece(constraint: str, cluster_id: int) -> bool:
+    """Whether a job of ``cluster_id`` matches a piece (as the schedd would evaluate it)."""
+    ok = True
+    if m := re.search(r"ClusterId >= (\d+)", constraint):
+        ok = ok and cluster_id >= int(m.group(1))
+    if m := re.search(r"ClusterId < (\d+)", constraint):
+        ok = ok and cluster_id < int(m.group(1))
+    return ok
+
+
+def test_a_large_full_listing_is_asked_in_pieces_and_misses_nothing() -> None:
+    clocks = [1000.0, 1_700_000_000.0]
+    queue = [job(f"p{i}", 100 + i // 2, proc=i % 2) for i in range(10)]  # 2 procs a cluster
+    asked: list[str] = []
+
+    def schedd(constraint: str) -> list[Ad]:
+        asked.append(constraint)
+        now = {"ServerTime": int(clocks[1])}
+        return [{**ad, **now} for ad in queue if in_piece(constraint, ad["ClusterId"])]
+
+    q = ChangeQueries(
+        "Mine", 30.0, schedd, lambda s: f'"{s}"',
+        clock=lambda: clocks[0], wall=lambda: clocks[1], listing_piece=4,
+    )  # fmt: skip
+    first, _ = q.run((), ())
+    assert asked == ["Mine"] and len(first.changed) == 10  # nothing known yet: one query
+    queue.append(job("late", 200))  # submitted since: above every known cluster
+    del queue[3]  # p3 left the queue
+    asked.clear()
+    changes, kind = q.run((), (), full=True)
+    assert kind == "query" and len(asked) == 3
+    assert asked == listing_pieces("Mine", [100 + i // 2 for i in range(10)], piece=4)
+    assert set(changes.changed) == {"late"} and changes.removed == frozenset({"p3"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from interlink_htcondor.core import classad_attrs
@@ -41,6 +42,10 @@ SINCE_SLACK_SECONDS = 5
 FULL_LISTING_COST_FACTOR = 20
 # At most this many pod UIDs asked about in one change query (more: a full listing).
 CHECKED_LIMIT = 200
+# A full listing asks for about this many known jobs per query: the bindings hand a whole
+# answer over at once, as ClassAds twice the size of the converted ads (10,000 jobs: 24
+# MiB at once in one query, a fifth of that in pieces).
+LISTING_PIECE = 2_000
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,21 @@ def changes_constraint(mine: str, since: int, also: str = "") -> str:
     return f"({mine}) && ({' || '.join(parts)})"
 
 
+def listing_pieces(mine: str, cluster_ids: Iterable[int], piece: int = LISTING_PIECE) -> list[str]:
+    """Constraints that together list every job of ``mine``, each about ``piece`` of the
+    jobs known (``cluster_ids``), by ranges of ``ClusterId``: a job's never changes, so
+    every job is in exactly one piece, and one unknown yet in the piece of its range
+    (the last one is open-ended)."""
+    ids = sorted(cluster_ids)
+    bounds = sorted({ids[i] for i in range(piece, len(ids), piece)})
+    if not bounds:
+        return [mine]
+    out = [f"({mine}) && ClusterId < {bounds[0]}"]
+    out += [f"({mine}) && ClusterId >= {lo} && ClusterId < {hi}" for lo, hi in pairwise(bounds)]
+    out.append(f"({mine}) && ClusterId >= {bounds[-1]}")
+    return out
+
+
 class JobView:
     """The plugin's jobs as the queries saw them (by job id), and the job standing for
     each pod. ``apply`` takes one query's answer and returns what changed per pod."""
@@ -114,6 +134,10 @@ class JobView:
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+    def cluster_ids(self) -> list[int]:
+        """The ``ClusterId`` of every job known."""
+        return [c for ad in self._jobs.values() if isinstance(c := ad.get("ClusterId"), int)]
 
     def uids_of_jobs(self, jids: Iterable[str]) -> set[str]:
         """The pods of these jobs (those known)."""
@@ -201,7 +225,8 @@ class ChangeQueries:
     """Which query keeps the view up to date, and what it changed (the schedd behind
     ``query``; the clocks injected).
 
-    ``run`` makes one query: a full listing of the plugin's jobs (``mine``) when the last
+    ``run`` makes one query: a full listing of the plugin's jobs (``mine``; in pieces of
+    about ``LISTING_PIECE`` known jobs, ``listing_pieces``) when the last
     one is ``full_refresh_seconds`` old (or ``FULL_LISTING_COST_FACTOR`` times its own
     duration, whichever is longer), when the schedd's clock is not known yet (no answer
     held a ``ServerTime``), or when asked; otherwise a change query (``changes_constraint``)
@@ -217,8 +242,10 @@ class ChangeQueries:
         quote: Callable[[str], str],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        listing_piece: int = LISTING_PIECE,
     ) -> None:
         self.mine = mine
+        self._piece = listing_piece
         self.view = JobView()
         self._full_every = full_refresh_seconds
         self._query = query
@@ -246,16 +273,18 @@ class ChangeQueries:
             >= max(self._full_every, FULL_LISTING_COST_FACTOR * self._full_cost)
         )
         if full:
-            constraint = self.mine
+            pieces = listing_pieces(self.mine, self.view.cluster_ids(), self._piece)
         else:
             assert self._since is not None
             also = ""
             if checked:
                 members = ", ".join(self._quote(u) for u in sorted(checked))
                 also = f"member({classad_attrs.POD_UID}, {{{members}}})"
-            constraint = changes_constraint(self.mine, self._since - SINCE_SLACK_SECONDS, also)
+            pieces = [changes_constraint(self.mine, self._since - SINCE_SLACK_SECONDS, also)]
         started = self._wall()
-        ads = self._query(constraint)
+        ads: list[Ad] = []
+        for constraint in pieces:
+            ads += self._query(constraint)
         ended = self._wall()
         if full:
             self._last_full, self._full_cost = now, self._clock() - now
