@@ -55,8 +55,9 @@ T = TypeVar("T")
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # A worker whose resident memory grew by this much since it last did so gives the free
-# pages of its C heap back (a 10,000-job answer leaves some 24 MiB of them, in 6 ms).
-TRIM_AFTER_MIB = 8.0
+# pages of its C heap back (a 10,000-job answer leaves some 24 MiB of them, a piece of a
+# full listing some 5 MiB; a trim takes a few ms).
+TRIM_AFTER_MIB = 2.0
 # A recycled worker that has not ended this long after its last answer is killed.
 RETIRE_GRACE_SECONDS = 5.0
 _preload_lock = threading.Lock()
