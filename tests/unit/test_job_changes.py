@@ -9,6 +9,7 @@ from interlink_htcondor.core import classad_attrs
 from interlink_htcondor.core.job_changes import (
     CHECKED_LIMIT,
     LIVE_STATES,
+    MAX_LISTING_PIECES,
     SINCE_SLACK_SECONDS,
     ChangeQueries,
     JobView,
@@ -245,6 +246,10 @@ def test_listing_pieces_cover_every_cluster_id_once() -> None:
     # Every id (known or not, below, between and above the known ones) in exactly one.
     for cid in range(0, 20):
         assert sum(in_piece(p, cid) for p in pieces) == 1
+    # A big queue: never more than MAX_LISTING_PIECES scans of it, whatever the piece.
+    many = listing_pieces("Mine", range(100_000), piece=2_000)
+    assert len(many) == MAX_LISTING_PIECES
+    assert sum(in_piece(p, 99_999) for p in many) == 1
 
 
 def in_piece(constraint: str, cluster_id: int) -> bool:

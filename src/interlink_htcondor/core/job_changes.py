@@ -46,6 +46,9 @@ CHECKED_LIMIT = 200
 # answer over at once, as ClassAds twice the size of the converted ads (10,000 jobs: 24
 # MiB at once in one query, a fifth of that in pieces).
 LISTING_PIECE = 2_000
+# ...in at most this many queries (each one a scan of the schedd's whole queue): a bigger
+# queue gets bigger pieces.
+MAX_LISTING_PIECES = 8
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,12 @@ def changes_constraint(mine: str, since: int, also: str = "") -> str:
 
 def listing_pieces(mine: str, cluster_ids: Iterable[int], piece: int = LISTING_PIECE) -> list[str]:
     """Constraints that together list every job of ``mine``, each about ``piece`` of the
-    jobs known (``cluster_ids``), by ranges of ``ClusterId``: a job's never changes, so
-    every job is in exactly one piece, and one unknown yet in the piece of its range
-    (the last one is open-ended)."""
+    jobs known (``cluster_ids``; more when that would take over ``MAX_LISTING_PIECES``
+    queries), by ranges of ``ClusterId``: a job's never changes, so every job is in
+    exactly one piece, and one unknown yet in the piece of its range (the last one is
+    open-ended)."""
     ids = sorted(cluster_ids)
+    piece = max(piece, -(-len(ids) // MAX_LISTING_PIECES))
     bounds = sorted({ids[i] for i in range(piece, len(ids), piece)})
     if not bounds:
         return [mine]
