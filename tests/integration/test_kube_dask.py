@@ -252,9 +252,10 @@ def test_demo_chain_fits_the_z_peak_through_kubernetes_and_leaves_nothing(
     pods = re.findall(rf"pod of \S+ on {kube_cluster.node_name}: HTCondor job (\d+\.\d+)", text)
     assert len(set(pods)) == 2, text
     assert re.search(rf"scheduler pod \S+ on {kube_cluster.node_name}: HTCondor job \d+\.\d+", text)
-    # the analysis ran on those jobs, in the container
+    # the analysis ran on those jobs, in the container (Dask may give all three partitions
+    # to one worker: which ones is the scheduler's choice)
     ran = re.findall(r"partitions, HTCondor job (\d+\.\d+), Python 3\.11", text)
-    assert set(ran) == set(pods), text
+    assert ran and set(ran) <= set(pods), text
     assert "60,000 events" in text
     m = re.search(r"Z peak: m = ([0-9.]+) ± ([0-9.]+) GeV", text)
     assert m, text
