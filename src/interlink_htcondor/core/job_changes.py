@@ -230,8 +230,8 @@ class ChangeQueries:
     """Which query keeps the view up to date, and what it changed (the schedd behind
     ``query``; the clocks injected).
 
-    ``run`` makes one query: a full listing of the plugin's jobs (``mine``; in pieces of
-    about ``LISTING_PIECE`` known jobs, ``listing_pieces``) when the last
+    ``run`` refreshes the view: a full listing of the plugin's jobs (``mine``; in pieces
+    of about ``LISTING_PIECE`` known jobs, one query each, ``listing_pieces``) when the last
     one is ``full_refresh_seconds`` old (or ``FULL_LISTING_COST_FACTOR`` times its own
     duration, whichever is longer), when the schedd's clock is not known yet (no answer
     held a ``ServerTime``), or when asked; otherwise a change query (``changes_constraint``)

@@ -541,7 +541,7 @@ class ScheddGateway:
 
     def _snapshot_query(self, constraint: str) -> list[Ad]:
         # With the schedd's ServerTime (ChangeQueries follows the schedd's clock).
-        return plain_all(self._schedd().query(constraint=constraint, projection=list(PROJECTION)))
+        return self._query_remote(constraint, list(PROJECTION))
 
     async def jobs_of(self, uid: str) -> list[Ad]:
         """The queued jobs of one pod (normally zero or one)."""
