@@ -94,10 +94,12 @@ class ScheddSettings(_Section):
         32.0,
         ge=0,
         le=4096,
-        description="A query, submit or probe worker whose resident memory grew by more "
-        "than this many MiB since it started (memory a large answer left behind) ends "
-        "after that call and the next call starts a fresh one. 0: never. The snapshot "
-        "worker is never recycled: its view grows with the jobs.",
+        description="A worker whose resident memory grew by more than this many MiB "
+        "since it started (memory a large answer left behind; the bindings also leak a "
+        "little with every query) ends after that call and the next call starts a fresh "
+        "one. The snapshot worker, which queries every second, is recycled after at most 8 "
+        "MiB and hands its view of the jobs to its successor, which counts from there. 0: "
+        "never.",
     )
     timeout_seconds: float = Field(
         20.0,

@@ -192,6 +192,47 @@ def test_job_changes_come_from_the_snapshot_worker(
     assert "failed" in ops
 
 
+def test_a_recycled_snapshot_worker_hands_its_view_to_the_next(
+    pool: PoolInfo, instance: str, tmp_path: Path
+) -> None:
+    """The snapshot worker is recycled as it grows (the bindings leak with every query);
+    its successor goes on with change queries, and no answer is a reset."""
+
+    async def scenario() -> None:
+        # Recycled after every call: each answer below comes from a new worker.
+        gw = ScheddGateway(make_settings(pool, instance, worker_recycle_mib=0.001))
+        try:
+            uids = [str(uuid.uuid4()) for _ in range(3)]
+            await asyncio.gather(*(gw.submit(idle_plan(u, tmp_path), tmp_path) for u in uids[:2]))
+            first = await gw.job_changes()
+            assert first.reset and set(first.changed) == set(uids[:2])
+            lane = gw._lanes["snapshot"]
+            for _ in range(3):
+                # A change query (the negotiator may have touched an idle job's ad).
+                later = await gw.job_changes()
+                assert not later.reset and not later.full
+                assert set(later.changed) <= set(uids[:2])
+                assert not [w for w in lane._all if not w.dead]  # it retired
+            await gw.submit(idle_plan(uids[2], tmp_path), tmp_path)
+            new = await gw.job_changes()
+            assert not new.reset and not new.full and uids[2] in new.changed
+        finally:
+            gw.close()
+
+        # With the default bound, a worker is kept from call to call.
+        gw = ScheddGateway(make_settings(pool, instance))
+        try:
+            assert (await gw.job_changes()).reset
+            kept = snapshot_worker(gw)
+            for _ in range(5):
+                assert not (await gw.job_changes()).reset
+                assert snapshot_worker(gw) == kept
+        finally:
+            gw.close()
+
+    asyncio.run(scenario())
+
+
 def test_an_unreachable_collector_is_a_schedd_error(pool: PoolInfo, instance: str) -> None:
     with socket.socket() as nothing:  # a port where no collector listens
         nothing.bind(("127.0.0.1", 0))

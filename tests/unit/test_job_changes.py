@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from typing import Any
 
@@ -223,6 +224,31 @@ def test_full_listings_come_every_interval_or_twenty_times_their_cost() -> None:
     schedd.clocks[0] += 20.0
     assert q.run((), ())[1] == "query"
     assert q.run((), (), full=True)[1] == "query"  # asked for
+
+
+def test_a_successor_goes_on_from_its_predecessors_progress() -> None:
+    q, schedd = queries(full_every=30.0)
+    schedd.answers = [[job("a", 1), job("b", 2)], [job("b", 2, RUNNING)]]
+    q.run((), ())
+    since = schedd.constraints[0]
+    # In another process (the progress crosses a pipe pickled), with the same clocks.
+    clocks = schedd.clocks
+    heir = ChangeQueries(
+        "Mine", 30.0, schedd, lambda s: f'"{s}"', clock=lambda: clocks[0], wall=lambda: clocks[1]
+    )
+    heir.resume(pickle.loads(pickle.dumps(q.progress())))
+    schedd.clocks[0] += 10.0
+    changes, kind = heir.run((), ())
+    # A change query since the predecessor's last one, not a new full listing...
+    assert kind == "query_changes" and schedd.constraints[1] != since
+    assert schedd.constraints[1] == changes_constraint("Mine", q._since - SINCE_SLACK_SECONDS)  # type: ignore[operator]
+    # ...whose answer is a change against what the predecessor knew, not a reset.
+    assert not changes.reset and set(changes.changed) == {"b"}
+    assert changes.changed["b"]["JobStatus"] == RUNNING
+    # The full listing stays due on the predecessor's schedule.
+    schedd.answers = [[job("a", 1), job("b", 2, RUNNING)]]
+    schedd.clocks[0] += 20.0
+    assert heir.run((), ())[1] == "query"
 
 
 def test_without_the_schedds_clock_every_query_is_a_full_listing() -> None:

@@ -186,6 +186,63 @@ def test_a_worker_that_grew_past_its_bound_is_replaced_after_its_call() -> None:
     asyncio.run(scenario())
 
 
+_state: dict[str, object] = {}
+
+
+def keep_mib(mib: int) -> int:
+    """Keep ``mib`` MiB in the state a worker hands over."""
+    _state.setdefault("calls", 0)
+    _state["calls"] = int(_state["calls"]) + 1  # type: ignore[call-overload]
+    _state["held"] = b"x" * (mib * 2**20)  # every page written
+    _state["pid"] = os.getpid()
+    return os.getpid()
+
+
+def state_seen() -> tuple[int, dict[str, object]]:
+    return os.getpid(), {k: len(v) if isinstance(v, bytes) else v for k, v in _state.items()}
+
+
+def give_state() -> dict[str, object]:
+    return dict(_state)
+
+
+def give_nothing() -> dict[str, object]:
+    raise RuntimeError("cannot hand over")
+
+
+def take_state(state: dict[str, object]) -> None:
+    _state.update(state)
+
+
+def test_a_recycled_worker_hands_its_state_to_its_successor() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("test-handover", 1, recycle_mib=24, handover=(give_state, take_state))
+        try:
+            first = await pool.run(keep_mib, 32, timeout=60)  # grew past the bound: retires
+            second, seen = await pool.run(state_seen, timeout=60)
+            assert second != first
+            assert seen == {"calls": 1, "held": 32 * 2**20, "pid": first}
+            # What it inherited is its start, not growth: it is kept.
+            assert (await pool.run(state_seen, timeout=60))[0] == second
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_state_that_cannot_be_handed_over_leaves_a_fresh_successor() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("test-handover", 1, recycle_mib=24, handover=(give_nothing, take_state))
+        try:
+            first = await pool.run(keep_mib, 32, timeout=60)
+            second, seen = await pool.run(state_seen, timeout=60)
+            assert second != first and seen == {}
+        finally:
+            pool.close()
+
+    asyncio.run(scenario())
+
+
 def test_without_a_bound_a_worker_is_kept_whatever_it_holds(pool: WorkerPool) -> None:
     async def scenario() -> None:
         first = await pool.run(hold_mib, 32, timeout=60)

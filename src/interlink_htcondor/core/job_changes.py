@@ -226,6 +226,17 @@ class JobView:
 Query = Callable[[str], list[Ad]]  # a constraint -> the matching ads (blocking)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What a ``ChangeQueries`` knows, apart from how it queries (``progress``)."""
+
+    view: JobView
+    last_full: float
+    full_cost: float
+    offset: float | None
+    since: int | None
+
+
 class ChangeQueries:
     """Which query keeps the view up to date, and what it changed (the schedd behind
     ``query``; the clocks injected).
@@ -261,6 +272,17 @@ class ChangeQueries:
         self._full_cost = 0.0
         self._offset: float | None = None  # the schedd's clock minus ours
         self._since: int | None = None  # schedd time of the previous query's start
+
+    def progress(self) -> Progress:
+        """Everything it learnt, for a successor in another process (``resume``)."""
+        return Progress(self.view, self._last_full, self._full_cost, self._offset, self._since)
+
+    def resume(self, progress: Progress) -> None:
+        """Go on from a predecessor's ``progress``: its next answer is a change, not a
+        reset. The monotonic clock is the machine's, shared by every process."""
+        self.view = progress.view
+        self._last_full, self._full_cost = progress.last_full, progress.full_cost
+        self._offset, self._since = progress.offset, progress.since
 
     def run(
         self, uids: Collection[str], jids: Collection[str], *, full: bool = False

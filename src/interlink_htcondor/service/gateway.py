@@ -52,12 +52,13 @@ from interlink_htcondor.core.itemdata import (
     check_commands,
     refused_description,
 )
-from interlink_htcondor.core.job_changes import ChangeQueries, JobChanges
+from interlink_htcondor.core.job_changes import ChangeQueries, JobChanges, Progress
 from interlink_htcondor.core.plan import JobPlan
 from interlink_htcondor.core.pod_status import FROM_HISTORY, PROJECTION
 from interlink_htcondor.service.breaker import Breaker, CircuitOpen, Contact
 from interlink_htcondor.service.worker_pool import (
     CallTimeout,
+    Handover,
     PoolBusy,
     RemoteError,
     WorkerLost,
@@ -76,6 +77,11 @@ Observer = Callable[[str, float, bool], None]  # (operation, seconds, ok)
 UID_BATCH = 200
 # An open circuit lets one trial call through this often.
 BREAKER_RETRY_SECONDS = 2.0
+# The snapshot worker is recycled sooner: it makes a query every second, each of which the
+# bindings leak a bytes object per projected attribute of (about 0.5 MiB a minute in all).
+# A full listing leaves a few MiB behind for a while: a bound below that hands the view
+# over after every listing (a fraction of a second of CPU each, at 10,000 jobs).
+SNAPSHOT_RECYCLE_MIB = 8.0
 # How the bindings say a submit failed before reaching the schedd (safe to try again).
 _NOT_CONNECTED = "Failed to connect to schedd"
 # What a failed binding call raises: in a worker, or in the pipe to it.
@@ -368,7 +374,12 @@ class ScheddGateway:
 
         recycle = self._cfg.worker_recycle_mib or None
 
-        def lane(name: str, size: int, recycle_mib: float | None = recycle) -> WorkerPool:
+        def lane(
+            name: str,
+            size: int,
+            recycle_mib: float | None = recycle,
+            handover: Handover | None = None,
+        ) -> WorkerPool:
             return WorkerPool(
                 f"schedd-{name}",
                 size,
@@ -376,15 +387,21 @@ class ScheddGateway:
                 setup=_worker_setup,
                 setup_args=lambda: (settings, _condor_env()),
                 recycle_mib=recycle_mib,
+                handover=handover,
             )
 
         self._lanes = {
             "probe": lane("probe", 1),
             "query": lane("query", self._cfg.workers),
             "change": lane("change", self._cfg.workers),
-            # One worker keeps the job snapshot's view between its calls (``job_changes``):
-            # it grows with the jobs, and a new one starts from a full listing.
-            "snapshot": lane("snapshot", 1, None),
+            # One worker keeps the job snapshot's view between its calls (``job_changes``)
+            # and hands it to its successor when it is recycled.
+            "snapshot": lane(
+                "snapshot",
+                1,
+                recycle and min(recycle, SNAPSHOT_RECYCLE_MIB),
+                (_give_changes, _take_changes),
+            ),
         }
         self._batcher = _Batcher(self._submit_items)
         # Pods and jobs removed since the last job_changes: it checks whether they left.
@@ -532,12 +549,15 @@ class ScheddGateway:
         return changes
 
     def _changes_remote(self, uids: list[str], jids: list[str], full: bool = False) -> JobChanges:
+        changes, _ = self._change_queries().run(uids, jids, full=full)
+        return changes
+
+    def _change_queries(self) -> ChangeQueries:
         if self._changes is None:
             self._changes = ChangeQueries(
                 self.mine, self._cfg.full_refresh_seconds, self._snapshot_query, quote
             )
-        changes, _ = self._changes.run(uids, jids, full=full)
-        return changes
+        return self._changes
 
     def _snapshot_query(self, constraint: str) -> list[Ad]:
         # With the schedd's ServerTime (ChangeQueries follows the schedd's clock).
@@ -802,6 +822,18 @@ def _worker_setup(settings: Settings, condor_env: dict[str, str]) -> None:
     os.environ.update(condor_env)
     htcondor2.reload_config()
     _WORKER_GATEWAY = ScheddGateway(settings, worker_side=True)
+
+
+def _give_changes() -> Progress | None:
+    """In a retiring snapshot worker: what its view of the jobs has learnt."""
+    gw = _WORKER_GATEWAY
+    return gw._changes.progress() if gw is not None and gw._changes is not None else None
+
+
+def _take_changes(progress: Progress | None) -> None:
+    """In its successor: go on from there (no full listing, no reset answer)."""
+    if progress is not None and _WORKER_GATEWAY is not None:
+        _WORKER_GATEWAY._change_queries().resume(progress)
 
 
 def _invoke(method: str, *args: Any) -> Any:

@@ -26,7 +26,10 @@ inherited out of the collector's reach (``gc.freeze``). A large answer leaves fr
 memory behind that the C allocator keeps: after a call that grew the worker by
 ``TRIM_AFTER_MIB``, it is given back (``malloc_trim``). With ``recycle_mib``, a worker
 still more than that larger than it started ends after the call, and the next call gets
-a fresh one. Each worker names itself after its pool (``ps -o comm``).
+a fresh one. A pool whose workers keep state between calls (``handover``) has a retiring
+worker hand it to its successor, which takes it before it measures its own start: memory
+that the state explains is not growth. Each worker names itself after its pool (``ps -o
+comm``).
 """
 
 from __future__ import annotations
@@ -46,12 +49,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any, Literal, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What a retiring worker hands its successor: (give, take), both importable by name; the
+# successor runs ``take(give())`` (the value crosses the parent as pickled bytes, unread).
+Handover = tuple[Callable[[], Any], Callable[[Any], None]]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # A worker whose resident memory grew by this much since it last did so gives the free
@@ -133,15 +139,25 @@ def _serve(
     setup_args: Sequence[Any],
     name: str = "",
     recycle_mib: float | None = None,
+    handover: Handover | None = None,
+    inherits: bool = False,
 ) -> None:
     """A worker's main loop: one call at a time until the pipe closes, or until a call
-    left it more than ``recycle_mib`` larger than it started (it says so with the answer)."""
+    left it more than ``recycle_mib`` larger than it started (it says so with the answer,
+    then sends what ``handover`` gives). ``inherits``: the first message is what its
+    predecessor gave."""
     gc.freeze()  # what the fork server holds stays shared (see the module's doc)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent
     if name:
         _name_process(name)
     if setup is not None:
         setup(*setup_args)
+    if inherits and handover is not None:
+        try:
+            # The parent's own pipe, which every call comes through pickled anyway.
+            handover[1](pickle.loads(conn.recv_bytes()))  # noqa: S301
+        except (EOFError, OSError):
+            return
     trim = _heap_trimmer()
     start = trimmed = _resident_mib()
     while True:
@@ -168,15 +184,33 @@ def _serve(
         except Exception as e:  # an unpicklable result
             conn.send((False, RemoteError(type(e).__name__, f"result not sendable: {e}"), retire))
         if retire:
+            if handover is not None:
+                _give(conn, handover[0])
             return
 
 
+def _give(conn: Connection, give: Callable[[], Any]) -> None:
+    """Send what ``give`` returns, pickled; empty bytes if it fails (the successor then
+    starts afresh)."""
+    try:
+        data = pickle.dumps(give(), pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        log.exception("a retiring worker could not hand its state over")
+        data = b""
+    with contextlib.suppress(EOFError, OSError):
+        conn.send_bytes(data)
+
+
 class _Worker:
-    def __init__(self, proc: multiprocessing.process.BaseProcess, conn: Connection) -> None:
+    def __init__(
+        self, proc: multiprocessing.process.BaseProcess, conn: Connection, hands_over: bool
+    ) -> None:
         self.proc = proc
         self.conn = conn
         self.dead = False
         self.retired = False
+        self.hands_over = hands_over
+        self.legacy: bytes | None = None  # what it handed over as it retired
 
     def roundtrip(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """Blocking (in a thread): send the call, wait for its answer."""
@@ -188,6 +222,9 @@ class _Worker:
             raise WorkerLost(f"worker process {self.proc.pid} exited during the call") from e
         if retired:  # it ends by itself: replaced, not killed
             self.retired = self.dead = True
+            if self.hands_over:
+                with contextlib.suppress(EOFError, OSError):
+                    self.legacy = self.conn.recv_bytes() or None
         if not ok:
             raise value
         return value
@@ -220,7 +257,8 @@ class WorkerPool:
 
     ``setup(*setup_args)`` runs in each new worker before its first call; ``setup_args``
     is called in the parent each time a worker starts (so a worker gets the parent's
-    state of that moment). ``recycle_mib``: see the module's doc (None: never).
+    state of that moment). ``recycle_mib`` and ``handover``: see the module's doc
+    (None: never, nothing).
     """
 
     def __init__(
@@ -233,9 +271,13 @@ class WorkerPool:
         setup_args: Callable[[], Sequence[Any]] = tuple,
         max_waiting: int | None = None,
         recycle_mib: float | None = None,
+        handover: Handover | None = None,
     ) -> None:
         self.name = name
         self.recycle_mib = recycle_mib
+        self._handover = handover
+        self._legacy: bytes | None = None  # from the last worker that retired
+        self._predecessor: _Worker | None = None  # that worker, perhaps still ending
         self.size = size
         self.max_waiting = 4 * size if max_waiting is None else max_waiting
         self._ctx = multiprocessing.get_context("forkserver")
@@ -352,11 +394,25 @@ class WorkerPool:
             self._release(task.result())
 
     async def _spawn(self) -> _Worker:
+        legacy, self._legacy = self._legacy, None
+        predecessor, self._predecessor = self._predecessor, None
+
         def start() -> _Worker:
+            if predecessor is not None:
+                # Not both at once: it is still as large as the state its successor takes.
+                wait([predecessor.proc.sentinel], RETIRE_GRACE_SECONDS)
             parent, child = self._ctx.Pipe()
             proc = self._ctx.Process(
                 target=_serve,
-                args=(child, self._setup, tuple(self._setup_args()), self.name, self.recycle_mib),
+                args=(
+                    child,
+                    self._setup,
+                    tuple(self._setup_args()),
+                    self.name,
+                    self.recycle_mib,
+                    self._handover,
+                    legacy is not None,
+                ),
                 name=f"{self.name}-worker",
                 daemon=True,
             )
@@ -364,7 +420,15 @@ class WorkerPool:
                 proc.start()
             finally:
                 child.close()
-            return _Worker(proc, parent)
+            worker = _Worker(proc, parent, self._handover is not None)
+            if legacy is not None:
+                try:
+                    parent.send_bytes(legacy)
+                except OSError:
+                    worker.kill()
+                    worker.reap()
+                    raise
+            return worker
 
         worker = await asyncio.to_thread(start)
         self._all.add(worker)
@@ -389,6 +453,8 @@ class WorkerPool:
             return
         self._all.discard(worker)
         self._count -= 1
+        if worker.legacy is not None:
+            self._legacy, self._predecessor = worker.legacy, worker
         end: Callable[[], None]
         if worker.retired:  # ending by itself
             end = functools.partial(worker.dismiss, time.monotonic() + RETIRE_GRACE_SECONDS)
