@@ -79,8 +79,8 @@ UID_BATCH = 200
 BREAKER_RETRY_SECONDS = 2.0
 # The snapshot worker is recycled sooner: it makes a query every second, each of which the
 # bindings leak a bytes object per projected attribute of (about 0.5 MiB a minute in all).
-# A full listing leaves a few MiB behind for a while: a bound below that hands the view
-# over after every listing (a fraction of a second of CPU each, at 10,000 jobs).
+# A full listing of 10,000 jobs leaves about 10 MiB of Python's heap behind, so at that
+# size the view changes hands after nearly every listing (a pickle of the view each time).
 SNAPSHOT_RECYCLE_MIB = 8.0
 # How the bindings say a submit failed before reaching the schedd (safe to try again).
 _NOT_CONNECTED = "Failed to connect to schedd"

@@ -276,8 +276,8 @@ class WorkerPool:
         self.name = name
         self.recycle_mib = recycle_mib
         self._handover = handover
-        self._legacy: bytes | None = None  # from the last worker that retired
-        self._predecessor: _Worker | None = None  # that worker, perhaps still ending
+        # The last worker that retired with a state to hand over, perhaps still ending.
+        self._predecessor: _Worker | None = None
         self.size = size
         self.max_waiting = 4 * size if max_waiting is None else max_waiting
         self._ctx = multiprocessing.get_context("forkserver")
@@ -394,8 +394,8 @@ class WorkerPool:
             self._release(task.result())
 
     async def _spawn(self) -> _Worker:
-        legacy, self._legacy = self._legacy, None
         predecessor, self._predecessor = self._predecessor, None
+        legacy = predecessor.legacy if predecessor is not None else None
 
         def start() -> _Worker:
             if predecessor is not None:
@@ -454,7 +454,7 @@ class WorkerPool:
         self._all.discard(worker)
         self._count -= 1
         if worker.legacy is not None:
-            self._legacy, self._predecessor = worker.legacy, worker
+            self._predecessor = worker
         end: Callable[[], None]
         if worker.retired:  # ending by itself
             end = functools.partial(worker.dismiss, time.monotonic() + RETIRE_GRACE_SECONDS)
