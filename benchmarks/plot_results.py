@@ -109,7 +109,9 @@ def rss(result: Json) -> str:
     else:
         ax.plot(t, [s["total_mib"] for s in samples], label="server + snapshot process")
         ax.plot(t, [s["server_mib"] for s in samples], "--", label="server")
-    ax.axhline(200, color="grey", lw=0.8, ls=":")
+    goal = 200e6 / 2**20  # the goal is 200 MB
+    ax.axhline(goal, color="grey", lw=0.8, ls=":")
+    ax.annotate("goal: 200 MB", (0, goal), xytext=(2, 3), textcoords="offset points", fontsize=8)
     ax.set_ylim(0, max(220, max(s["total_mib"] for s in samples) * 1.1))
     ax.set_xlabel("minutes of status loops")
     ax.set_ylabel("RSS (MiB)")

@@ -9,6 +9,7 @@ import ctypes
 import gc
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
 
@@ -224,6 +225,30 @@ def test_a_recycled_worker_hands_its_state_to_its_successor() -> None:
             assert seen == {"calls": 1, "held": 32 * 2**20, "pid": first}
             # What it inherited is its start, not growth: it is kept.
             assert (await pool.run(state_seen, timeout=60))[0] == second
+            # The state went through a private file, taken and removed by the successor.
+            directory = pool._handover_dir
+            assert directory is not None
+            assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+            assert os.listdir(directory) == []
+        finally:
+            pool.close()
+        assert not os.path.exists(directory)
+
+    asyncio.run(scenario())
+
+
+def take_badly(state: dict[str, object]) -> None:
+    raise ValueError("not this state")
+
+
+def test_a_state_that_cannot_be_taken_leaves_a_fresh_successor() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("test-handover", 1, recycle_mib=24, handover=(give_state, take_badly))
+        try:
+            first = await pool.run(keep_mib, 32, timeout=60)
+            second, seen = await pool.run(state_seen, timeout=60)
+            assert second != first and seen == {}
+            assert pool._handover_dir is not None and os.listdir(pool._handover_dir) == []
         finally:
             pool.close()
 

@@ -28,8 +28,10 @@ memory behind that the C allocator keeps: after a call that grew the worker by
 still more than that larger than it started ends after the call, and the next call gets
 a fresh one. A pool whose workers keep state between calls (``handover``) has a retiring
 worker hand it to its successor, which takes it before it measures its own start: memory
-that the state explains is not growth. Each worker names itself after its pool (``ps -o
-comm``).
+that the state explains is not growth. The state goes through a file of the pool's own
+private directory (0700, its files 0600), written and read as a stream: neither the
+parent nor either worker ever holds it as one block of bytes. Each worker names itself
+after its pool (``ps -o comm``).
 """
 
 from __future__ import annotations
@@ -43,20 +45,23 @@ import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # What a retiring worker hands its successor: (give, take), both importable by name; the
-# successor runs ``take(give())`` (the value crosses the parent as pickled bytes, unread).
+# successor runs ``take(give())`` (the value goes through a private file, never the parent).
 Handover = tuple[Callable[[], Any], Callable[[Any], None]]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -140,24 +145,21 @@ def _serve(
     name: str = "",
     recycle_mib: float | None = None,
     handover: Handover | None = None,
-    inherits: bool = False,
+    handover_dir: str | None = None,
+    inherited: str | None = None,
 ) -> None:
     """A worker's main loop: one call at a time until the pipe closes, or until a call
     left it more than ``recycle_mib`` larger than it started (it says so with the answer,
-    then sends what ``handover`` gives). ``inherits``: the first message is what its
-    predecessor gave."""
+    then writes what ``handover`` gives to a file of ``handover_dir`` and sends its path).
+    ``inherited``: the file its predecessor wrote, taken (and removed) first."""
     gc.freeze()  # what the fork server holds stays shared (see the module's doc)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent
     if name:
         _name_process(name)
     if setup is not None:
         setup(*setup_args)
-    if inherits and handover is not None:
-        try:
-            # The parent's own pipe, which every call comes through pickled anyway.
-            handover[1](pickle.loads(conn.recv_bytes()))  # noqa: S301
-        except (EOFError, OSError):
-            return
+    if inherited is not None and handover is not None:
+        _take(inherited, handover[1])
     trim = _heap_trimmer()
     start = trimmed = _resident_mib()
     while True:
@@ -184,21 +186,39 @@ def _serve(
         except Exception as e:  # an unpicklable result
             conn.send((False, RemoteError(type(e).__name__, f"result not sendable: {e}"), retire))
         if retire:
-            if handover is not None:
-                _give(conn, handover[0])
+            if handover is not None and handover_dir is not None:
+                _give(conn, handover[0], handover_dir)
             return
 
 
-def _give(conn: Connection, give: Callable[[], Any]) -> None:
-    """Send what ``give`` returns, pickled; empty bytes if it fails (the successor then
-    starts afresh)."""
+def _give(conn: Connection, give: Callable[[], Any], directory: str) -> None:
+    """Write what ``give`` returns to a new file of ``directory`` and send its path; an
+    empty path if that fails (the successor then starts afresh)."""
+    fd, path = tempfile.mkstemp(dir=directory, suffix=".pickle")  # 0600
     try:
-        data = pickle.dumps(give(), pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(give(), f, pickle.HIGHEST_PROTOCOL)  # streamed, frame by frame
     except Exception:
         log.exception("a retiring worker could not hand its state over")
-        data = b""
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
+        path = ""
     with contextlib.suppress(EOFError, OSError):
-        conn.send_bytes(data)
+        conn.send_bytes(path.encode())
+
+
+def _take(path: str, take: Callable[[Any], None]) -> None:
+    """Take the state in ``path`` (written by ``_give`` in the pool's private directory)
+    and remove the file; a state that cannot be read leaves the worker fresh."""
+    try:
+        with open(path, "rb") as f:
+            state = pickle.load(f)  # noqa: S301
+        take(state)
+    except Exception:
+        log.exception("a worker could not take its predecessor's state")
+    finally:
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
 
 
 class _Worker:
@@ -210,7 +230,7 @@ class _Worker:
         self.dead = False
         self.retired = False
         self.hands_over = hands_over
-        self.legacy: bytes | None = None  # what it handed over as it retired
+        self.legacy: str | None = None  # the file it handed its state over in, as it retired
 
     def roundtrip(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """Blocking (in a thread): send the call, wait for its answer."""
@@ -224,7 +244,7 @@ class _Worker:
             self.retired = self.dead = True
             if self.hands_over:
                 with contextlib.suppress(EOFError, OSError):
-                    self.legacy = self.conn.recv_bytes() or None
+                    self.legacy = self.conn.recv_bytes().decode() or None
         if not ok:
             raise value
         return value
@@ -276,6 +296,10 @@ class WorkerPool:
         self.name = name
         self.recycle_mib = recycle_mib
         self._handover = handover
+        # Private (0700): the state files that retiring workers leave to their successors.
+        self._handover_dir = (
+            tempfile.mkdtemp(prefix=f"{name}-handover-") if handover is not None else None
+        )
         # The last worker that retired with a state to hand over, perhaps still ending.
         self._predecessor: _Worker | None = None
         self.size = size
@@ -411,24 +435,22 @@ class WorkerPool:
                     self.name,
                     self.recycle_mib,
                     self._handover,
-                    legacy is not None,
+                    self._handover_dir,
+                    legacy,
                 ),
                 name=f"{self.name}-worker",
                 daemon=True,
             )
             try:
                 proc.start()
+            except BaseException:
+                if legacy is not None:
+                    with contextlib.suppress(OSError):
+                        Path(legacy).unlink()
+                raise
             finally:
                 child.close()
-            worker = _Worker(proc, parent, self._handover is not None)
-            if legacy is not None:
-                try:
-                    parent.send_bytes(legacy)
-                except OSError:
-                    worker.kill()
-                    worker.reap()
-                    raise
-            return worker
+            return _Worker(proc, parent, self._handover is not None)
 
         worker = await asyncio.to_thread(start)
         self._all.add(worker)
@@ -498,6 +520,8 @@ class WorkerPool:
             worker.dismiss(deadline)
         self._idle.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._handover_dir is not None:
+            shutil.rmtree(self._handover_dir, ignore_errors=True)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
