@@ -146,6 +146,90 @@ def pool_idle(pool: PoolInfo, schedd: Any, prefixes: list[str], timeout: float =
     raise TimeoutError("the pool did not become idle")
 
 
+def cpu_busy(window: float) -> float:
+    """Share of the machine's CPU time spent busy (not idle, not waiting for I/O) over
+    ``window`` seconds, from ``/proc/stat``."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields[:8]), idle
+
+    total0, idle0 = sample()
+    time.sleep(window)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def machine_quiet(
+    busy_below: float = 0.2, window: float = 5.0, timeout: float = 300
+) -> tuple[float, float]:
+    """Wait until the machine is quiet (the previous run's processes gone, not only its
+    slots free): busy under ``busy_below`` over ``window`` seconds. Returns the seconds
+    waited and the last busy share (the wait ends at ``timeout`` anyway)."""
+    start = time.monotonic()
+    busy = cpu_busy(window)
+    while busy >= busy_below and time.monotonic() - start < timeout:
+        busy = cpu_busy(window)
+    return time.monotonic() - start, busy
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+APPTAINER = {"apptainer", "starter", "starter-suid", "squashfuse", "squashfuse_ll"}
+
+
+def _processes() -> dict[int, tuple[int, str, str, float]]:
+    """pid -> (ppid, comm, cmdline, CPU seconds) of every process."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_bytes()
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+        out[int(name)] = (int(fields[1]), comm, cmd.decode(errors="replace"), cpu)
+    return out
+
+
+def _role(pid: int, procs: dict[int, tuple[int, str, str, float]], plugin: int | None) -> str:
+    _, comm, cmd, _ = procs[pid]
+    up, seen = pid, 0
+    while up in procs and seen < 64:  # the plugin's server and its workers
+        if up == plugin:
+            return "plugin"
+        up, seen = procs[up][0], seen + 1
+    if pid == os.getpid():
+        return "benchmark (scheduler)"
+    if comm.startswith("condor_"):
+        return comm
+    if "wrapper.py" in cmd:
+        return "job wrapper"
+    if comm in APPTAINER:
+        return "apptainer"
+    if "spawn_main" in cmd or "dask" in cmd:
+        return "dask nanny" if "--nanny" in cmd else "dask worker"
+    return "other"
+
+
+def cpu_by_role(seconds: float, plugin: int | None) -> dict[str, float]:
+    """CPU used by each kind of process over ``seconds``, in cores (CPU s per s): what
+    running workers cost the machine while they wait for work."""
+    before = _processes()
+    time.sleep(seconds)
+    after = _processes()
+    used: dict[str, float] = {}
+    for pid, (_, _, _, cpu) in after.items():
+        start = before[pid][3] if pid in before else 0.0
+        role = _role(pid, after, plugin)
+        used[role] = used.get(role, 0.0) + max(0.0, cpu - start)
+    return {k: round(v / seconds, 3) for k, v in sorted(used.items())}
+
+
 def rfc3339(text: str) -> float:
     """Unix time of an RFC 3339 UTC stamp with up to nanoseconds (the wrapper's logs)."""
     whole, _, frac = text.rstrip("Z").partition(".")
@@ -214,6 +298,8 @@ def measure(
     n: int,
     schedd: Any,
     timeout: float,
+    plugin_pid: int | None = None,
+    idle_seconds: float = 0.0,
 ) -> dict[str, Any]:
     cluster = make()
     try:
@@ -231,6 +317,8 @@ def measure(
                 raise TimeoutError(f"{kind}: {len(arrivals.at)} of {n} workers connected")
             time.sleep(0.01)
         t_all = time.time()
+        # What the N running workers cost the machine once all joined, by process kind.
+        idle_cpu = cpu_by_role(idle_seconds, plugin_pid) if idle_seconds else {}
         # Job ids are ClusterId.ProcId: the plugin may submit a batch as one cluster.
         by_job = {j: name for name, j in job_ids(cluster).items()}
         clusters = {j.split(".")[0] for j in by_job}
@@ -252,6 +340,7 @@ def measure(
             "submit": t_submitted - t0,
             "first_worker": min(arrivals.at.values()) - t0,
             "arrivals": [round(t - t0, 2) for t in sorted(arrivals.at.values())],
+            "idle_cores_by_role": idle_cpu,
             **phases,
         }
     finally:
@@ -384,6 +473,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--paths", nargs="+", default=["plugin", "jobqueue"], choices=["plugin", "jobqueue"]
     )
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.2,
+        help="before each run, wait (up to 5 min) until the CPUs are busy less than this share",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=15.0,
+        help="once all workers joined, measure the CPU they cost idle for this long (0: not)",
+    )
     args = parser.parse_args(argv)
 
     pool = ensure_up()
@@ -434,11 +535,17 @@ def main(argv: list[str] | None = None) -> int:
                 order = args.paths if rep % 2 == 0 else args.paths[::-1]
                 for kind in order:
                     pool_idle(pool, schedd, ["bench-pc", "bench-jq"])
+                    waited, busy = machine_quiet(args.quiet_below)
                     make, ids, times = makers[kind]
                     load = os.getloadavg()[0]
-                    r = measure(kind, make, ids, times, n, schedd, args.timeout)
+                    r = measure(
+                        kind, make, ids, times, n, schedd, args.timeout,
+                        plugin_pid=plugin.pid, idle_seconds=args.idle_seconds,
+                    )  # fmt: skip
                     r["repeat"] = rep
                     r["loadavg_1min_before"] = round(load, 2)
+                    r["cpu_busy_before"] = round(busy, 3)
+                    r["quiet_wait_s"] = round(waited, 1)
                     results.append(r)
                     print(json.dumps(r), flush=True)
                     if args.json:  # what is done so far survives a failure

@@ -163,6 +163,12 @@ class LocalPlugin:
     def url(self) -> str:
         return self._proc.url
 
+    @property
+    def pid(self) -> int | None:
+        """The plugin's process id while it runs."""
+        proc = self._proc.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def start(self) -> str:
         """Start the plugin; its URL once ready (``PluginStartError`` otherwise)."""
         try:
