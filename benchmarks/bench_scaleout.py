@@ -62,6 +62,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.versions import VersionMismatchWarning
 
 from interlink_htcondor.dask import PluginCluster, WorkerTemplate
+from interlink_htcondor.dask.template import dask_variable
 from interlink_htcondor.devpool import PoolInfo, ensure_up
 from interlink_htcondor.local_plugin import LocalPlugin
 
@@ -355,7 +356,7 @@ def plugin_maker(url: str, memory: str) -> Callable[[], Any]:
 
 
 def jobqueue_maker(
-    pool: PoolInfo, workdir: Path, memory_gib: int, nanny: bool
+    pool: PoolInfo, workdir: Path, memory_gib: int, nanny: bool, dask_config: dict[str, str]
 ) -> Callable[[], Any]:
     from dask_jobqueue import HTCondorCluster  # type: ignore[attr-defined]
 
@@ -370,6 +371,11 @@ def jobqueue_maker(
             python="/usr/bin/python3",  # the image's interpreter
             death_timeout=60,
             log_directory=str(workdir / "jq-logs"),
+            # The worker's own Dask settings, as PluginCluster passes them (if asked).
+            job_script_prologue=[
+                f"export {dask_variable(k)}={shlex.quote(v)}" for k, v in dask_config.items()
+            ]
+            or None,
             scheduler_options={"host": "127.0.0.1", "dashboard": False},
             job_extra_directives={
                 "universe": "container",
@@ -471,6 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         help="HTCondorCluster without a nanny (its default has one)",
     )
     parser.add_argument(
+        "--jobqueue-dask-config",
+        action="store_true",
+        help="give HTCondorCluster's workers the Dask settings PluginCluster's have "
+        "(WorkerTemplate().dask_config; its default is distributed's own)",
+    )
+    parser.add_argument(
         "--paths", nargs="+", default=["plugin", "jobqueue"], choices=["plugin", "jobqueue"]
     )
     parser.add_argument(
@@ -513,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     notes["shim_overhead_ms"] = round(1000 * shim_overhead(shim_dir), 1)
     # Each path's own worker process model (PluginCluster's from the site's dask config).
     notes["plugin_nanny"] = WorkerTemplate().nanny
+    notes["plugin_worker_dask_config"] = dict(WorkerTemplate().dask_config)
+    jobqueue_config = notes["plugin_worker_dask_config"] if args.jobqueue_dask_config else {}
+    notes["jobqueue_worker_dask_config"] = jobqueue_config
     notes["jobqueue_nanny"] = not args.jobqueue_no_nanny
     print(json.dumps(notes, indent=1), flush=True)
 
@@ -525,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         makers = {
             "plugin": (plugin_maker(plugin.url, "1Gi"), lambda c: c.jobs(), plugin_job_times),
             "jobqueue": (
-                jobqueue_maker(pool, workdir, 1, nanny=not args.jobqueue_no_nanny),
+                jobqueue_maker(pool, workdir, 1, not args.jobqueue_no_nanny, jobqueue_config),
                 jobqueue_ids,
                 jobqueue_job_times(workdir),
             ),

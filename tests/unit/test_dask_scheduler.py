@@ -124,7 +124,11 @@ def test_worker_deployments_the_operator_builds_carry_only_literal_env() -> None
             assert "envFrom" not in c
             assert all(set(e) == {"name", "value"} for e in c.get("env") or [])
     env = {e["name"]: e["value"] for e in pods[0]["containers"][0]["env"]}
-    assert env == {"DASK_SCHEDULER_ADDRESS": LOOPBACK, "DASK_WORKER_NAME": "zp-default-worker-abc"}
+    assert env == {
+        **WorkerTemplate().environment(),
+        "DASK_SCHEDULER_ADDRESS": LOOPBACK,
+        "DASK_WORKER_NAME": "zp-default-worker-abc",
+    }
 
 
 def test_the_client_connects_where_the_workers_do() -> None:

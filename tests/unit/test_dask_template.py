@@ -14,6 +14,7 @@ from interlink_htcondor.dask.template import (
     POD_VPN_ANNOTATION,
     REQUIREMENTS,
     WorkerTemplate,
+    dask_variable,
 )
 
 
@@ -66,6 +67,7 @@ def test_pod_is_a_kubernetes_serialised_pod_for_the_virtual_node() -> None:
         accounting_group="group_cms.analysis",
         requirements='OpSysAndVer == "AlmaLinux9"',
         apptainer_options="--bind /cvmfs",
+        dask_config={},
         env={"OMP_NUM_THREADS": "1"},
     )
     pod = t.pod("dask-abc-0", namespace="physics", uid="u-1", labels={"a": "b"})
@@ -108,8 +110,33 @@ def test_operator_spec_leaves_worker_name_and_in_cluster_address_to_the_operator
     # address when the pod has none: the template must not pin either by accident.
     spec = WorkerTemplate().pod_spec()
     (c,) = spec["containers"]
-    assert c["env"] == []
+    names = {e["name"] for e in c["env"]}
+    assert "DASK_WORKER_NAME" not in names and "DASK_SCHEDULER_ADDRESS" not in names
     assert "restartPolicy" not in spec  # Deployments need the default (Always)
+
+
+def test_the_workers_dask_settings_travel_as_dask_variables() -> None:
+    # The site's defaults: a quiet idle worker.
+    env = {e["name"]: e["value"] for e in WorkerTemplate().container("w")["env"]}
+    assert env["DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL"] == "1s"
+    assert env["DASK_DISTRIBUTED__WORKER__PROFILE__INTERVAL"] == "100ms"
+    t = WorkerTemplate(
+        dask_config={"distributed.worker.memory.spill": "0.9", "distributed.comm.retry.count": "3"},
+        env={"DASK_DISTRIBUTED__COMM__RETRY__COUNT": "5"},  # env wins
+    )
+    env = {e["name"]: e["value"] for e in t.container("w")["env"]}
+    assert env["DASK_DISTRIBUTED__WORKER__MEMORY__SPILL"] == "0.9"
+    assert env["DASK_DISTRIBUTED__COMM__RETRY__COUNT"] == "5"
+    assert "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL" not in env  # replaced, not merged
+    assert dask_variable("distributed.scheduler.work-stealing") == (
+        "DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING"
+    )
+
+
+@pytest.mark.parametrize("key", ["", "distributed..tick", "a.b c", "x=1", "$(HOME)"])
+def test_a_dask_setting_that_is_no_config_key_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="dask_config"):
+        WorkerTemplate(dask_config={key: "1"})
 
 
 def test_reserved_env_names_are_refused() -> None:

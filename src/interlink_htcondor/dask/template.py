@@ -83,6 +83,12 @@ TEMPLATE_PARAMETERS = """
     node_name : str, optional
         Pin the pods to this virtual node (``kubernetes.io/hostname``); default any node
         labelled ``virtual-node.interlink/type: virtual-kubelet``.
+    dask_config : mapping of str to str
+        The workers' own Dask settings, by dotted key (``distributed.admin.tick.interval``),
+        passed as ``DASK_*`` variables (an ``env`` entry of the same variable wins). The
+        site default makes an idle worker cheap: an event-loop check every 1 s and a
+        profile sample every 100 ms instead of distributed's 20 ms and 10 ms, which cost
+        an idle worker about 5% of a core (1.3% with these).
     env : mapping of str to str
         Extra environment variables of the worker container.
     extra_args : sequence of str
@@ -122,6 +128,7 @@ class WorkerTemplate:
     apptainer_options: str | None = _site("apptainer-options")
     pod_vpn: bool = _site("pod-vpn")
     node_name: str | None = _site("node-name")
+    dask_config: Mapping[str, str] = _site("dask-config")
     env: Mapping[str, str] = _site("env")
     extra_args: Sequence[str] = _site("extra-args")
     annotations: Mapping[str, str] = _site("annotations")
@@ -132,6 +139,8 @@ class WorkerTemplate:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        for key in self.dask_config:
+            dask_variable(key)  # a key that is no config key fails here, not in the job
         if self.nthreads < 1:
             raise ValueError("nthreads must be at least 1")
         if self.death_timeout < 1:
@@ -165,8 +174,13 @@ class WorkerTemplate:
         args += list(self.extra_args)
         return args
 
+    def environment(self) -> dict[str, str]:
+        """The worker container's own variables: ``dask_config`` as ``DASK_*``, then
+        ``env``."""
+        return {**{dask_variable(k): v for k, v in self.dask_config.items()}, **self.env}
+
     def container(self, worker_name: str | None = None) -> Json:
-        env = [{"name": k, "value": v} for k, v in self.env.items()]
+        env = [{"name": k, "value": v} for k, v in self.environment().items()]
         reserved = {"DASK_WORKER_NAME", "DASK_SCHEDULER_ADDRESS"}
         clash = reserved & set(self.env)
         if clash:
@@ -257,12 +271,22 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "apptainer_options": (str, type(None)),
     "pod_vpn": (bool,),
     "node_name": (str, type(None)),
+    "dask_config": (Mapping,),
     "env": (Mapping,),
     "extra_args": (list, tuple),
     "annotations": (Mapping,),
     "labels": (Mapping,),
     "worker_command": (list, tuple),
 }
+
+
+def dask_variable(key: str) -> str:
+    """The environment variable that sets the Dask config ``key`` in the worker
+    (``distributed.admin.tick.interval`` -> ``DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL``)."""
+    parts = key.split(".")
+    if not key or not all(p and p.replace("-", "").replace("_", "").isalnum() for p in parts):
+        raise ValueError(f"WorkerTemplate.dask_config: {key!r} is not a dotted Dask config key")
+    return "DASK_" + "__".join(p.upper().replace("-", "_") for p in parts)
 
 
 def _check_types(t: WorkerTemplate) -> None:
@@ -276,7 +300,7 @@ def _check_types(t: WorkerTemplate) -> None:
         if bad:
             want = " or ".join("None" if x is type(None) else x.__name__ for x in types)
             raise TypeError(f"WorkerTemplate.{name} must be {want}, not {value!r}")
-    for name in ("env", "annotations", "labels"):
+    for name in ("dask_config", "env", "annotations", "labels"):
         for k, v in getattr(t, name).items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise TypeError(f"WorkerTemplate.{name} must map strings to strings: {k!r}: {v!r}")
