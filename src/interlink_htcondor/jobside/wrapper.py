@@ -79,7 +79,10 @@ POLL_SECONDS = 0.25  # memory polling and main-loop period
 PARTIAL_FLUSH_SECONDS = 0.5  # an unterminated line is written as a "P" record after this
 MAX_LOG_LINE = 16 * 1024  # longer lines are split into "P" records, like containerd
 EVICTION_CHECK_SECONDS = 5.0  # emptyDir size-limit check period
-SWEEP_SECONDS = 5.0  # full /proc scan period of the memory monitor
+# Full /proc scan period of the memory monitor: a safety net only (--containall gives each
+# container a PID namespace, whose orphans stay in the tree), and it reads every process
+# of the machine: 64 jobs scanning every 5 s cost 0.2 of a core between them.
+SWEEP_SECONDS = 30.0
 CHIRP_TIMEOUT = 30.0
 BACKOFF_CAP_SECONDS = 300.0  # kubelet's restart backoff: 10 s doubling up to 5 min
 BACKOFF_RESET_SECONDS = 600.0  # a container that ran this long restarts without delay
@@ -2003,8 +2006,9 @@ class Pod(object):
         if not limited:
             self.strays.clear()
             return
-        # Each tick reads only the containers' own trees; a full /proc scan every few
-        # seconds also finds processes that left their tree (double-forked daemons).
+        # Each tick reads only the containers' own trees; a full /proc scan now and then
+        # also finds processes that left their tree (double-forked daemons, should a
+        # site's Apptainer options take the PID namespace away: --no-pid).
         procs: Optional[Dict[int, Proc]] = None
         if time.monotonic() >= self.next_sweep:
             procs = scan_processes()
