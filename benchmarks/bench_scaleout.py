@@ -218,17 +218,29 @@ def _role(pid: int, procs: dict[int, tuple[int, str, str, float]], plugin: int |
 
 
 def cpu_by_role(seconds: float, plugin: int | None) -> dict[str, float]:
-    """CPU used by each kind of process over ``seconds``, in cores (CPU s per s): what
-    running workers cost the machine while they wait for work."""
+    """CPU used by each kind of process over about ``seconds``, in cores (CPU s per s):
+    what running workers cost the machine while they wait for work. The window runs from
+    the middle of one scan of /proc to the middle of the next (a scan takes a while on a
+    loaded machine); processes that started within it are left out (their count is
+    ``started in the window``)."""
+    t0 = time.monotonic()
     before = _processes()
+    t1 = time.monotonic()
     time.sleep(seconds)
+    t2 = time.monotonic()
     after = _processes()
+    t3 = time.monotonic()
+    window = ((t2 + t3) - (t0 + t1)) / 2
     used: dict[str, float] = {}
+    new = 0
     for pid, (_, _, _, cpu) in after.items():
-        start = before[pid][3] if pid in before else 0.0
+        if pid not in before:
+            new += 1
+            continue
         role = _role(pid, after, plugin)
-        used[role] = used.get(role, 0.0) + max(0.0, cpu - start)
-    return {k: round(v / seconds, 3) for k, v in sorted(used.items())}
+        used[role] = used.get(role, 0.0) + max(0.0, cpu - before[pid][3])
+    out = {k: round(v / window, 3) for k, v in sorted(used.items())}
+    return {**out, "window s": round(window, 2), "started in the window": new}
 
 
 def rfc3339(text: str) -> float:

@@ -81,7 +81,7 @@ MAX_LOG_LINE = 16 * 1024  # longer lines are split into "P" records, like contai
 EVICTION_CHECK_SECONDS = 5.0  # emptyDir size-limit check period
 # Full /proc scan period of the memory monitor: a safety net only (--containall gives each
 # container a PID namespace, whose orphans stay in the tree), and it reads every process
-# of the machine: 64 jobs scanning every 5 s cost 0.2 of a core between them.
+# of the machine: 64 idle wrappers used 0.41 of a core scanning every 5 s, 0.26 every 30 s.
 SWEEP_SECONDS = 30.0
 CHIRP_TIMEOUT = 30.0
 BACKOFF_CAP_SECONDS = 300.0  # kubelet's restart backoff: 10 s doubling up to 5 min
