@@ -221,9 +221,14 @@ def test_exec_joins_a_container_only_in_namespaces_of_its_own() -> None:
     assert w.join_options(os.getpid()) is None
     with subprocess.Popen(["sleep", "30"], env={"X": "a=b", "EMPTY": ""}) as p:
         try:
-            # Popen can return before /proc shows the exec'd sleep (and its environment).
+            # Popen can return before /proc shows the exec'd sleep, and its environment a
+            # moment after its exe.
             until(
-                "sleep to be exec'd", lambda: Path(f"/proc/{p.pid}/exe").resolve().name == "sleep"
+                "sleep to be exec'd",
+                lambda: (
+                    Path(f"/proc/{p.pid}/exe").resolve().name == "sleep"
+                    and bool(w.read_environ(p.pid))
+                ),
             )
             assert w.join_options(p.pid) is None
             assert w.read_environ(p.pid) == {b"X": b"a=b", b"EMPTY": b""}
