@@ -79,20 +79,35 @@ def kubeconfig(kube_cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
-    """``check()``'s first truthy result; AssertionError naming ``what`` after ``timeout``."""
+def _wait(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    poll: float = 1.0,
+    seen: Callable[[], str] | None = None,
+) -> Any:
+    """``check()``'s first truthy result; AssertionError naming ``what`` after ``timeout``,
+    with ``seen()`` (what the last check saw) when given."""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+            last = f"; last seen: {seen()}" if seen is not None else ""
+            raise AssertionError(f"{what}: not within {timeout:.0f} s{last}")
         time.sleep(poll)
 
 
 def _pods(kube: KubeCluster, ns: str, selector: str) -> list[Any]:
     return list(kube.core.list_namespaced_pod(ns, label_selector=selector).items)
+
+
+def _waiting(pod: Any) -> bool:
+    """No container of ``pod`` has started. Not its phase: interLink's virtual kubelet turns
+    a pod whose containers wait into phase Running at its first status poll."""
+    statuses = pod.status.container_statuses or []
+    return all(s.state.running is None and s.state.terminated is None for s in statuses)
 
 
 def _jobs(schedd: Any, constraint: str) -> dict[str, int]:
@@ -181,14 +196,19 @@ def test_virtual_node_cluster_runs_the_z_peak_on_htcondor_jobs_through_kubernete
             )  # fmt: skip
             cluster.scale(N_WORKERS + N_PENDING)
 
+            last: dict[str, Any] = {}
+
             def pending() -> list[str]:
                 new = [p for p in _pods(kube, ns, workers_sel) if p.metadata.name not in workers]
                 queued = _jobs(schedd, ours)
+                last.update(
+                    pods={p.metadata.name: (p.status.phase, _waiting(p)) for p in new}, jobs=queued
+                )
                 idle = [p.metadata.name for p in new if queued.get(p.metadata.name) == IDLE]
-                phases = {p.status.phase for p in new}
-                return idle if len(idle) == N_PENDING and phases == {"Pending"} else []
+                return idle if len(idle) == N_PENDING and all(map(_waiting, new)) else []
 
-            pending_pods = _wait(f"{N_PENDING} pending worker pods with idle jobs", pending, 120)
+            what = f"{N_PENDING} pending worker pods with idle jobs"
+            pending_pods = _wait(what, pending, 120, seen=lambda: str(last))
             cluster.scale(N_WORKERS)
             _wait(
                 "the pending workers' pods and jobs gone",
