@@ -104,8 +104,9 @@ def _pods(kube: KubeCluster, ns: str, selector: str) -> list[Any]:
 
 
 def _waiting(pod: Any) -> bool:
-    """No container of ``pod`` has started. Not its phase: interLink's virtual kubelet turns
-    a pod whose containers wait into phase Running at its first status poll."""
+    """No container of ``pod`` runs or ran, as the plugin reports it. Not the phase: interLink's
+    virtual kubelet turns a pod whose containers wait into phase Running at its first status
+    poll (and marks them running itself until then, so this holds only after that poll)."""
     statuses = pod.status.container_statuses or []
     return all(s.state.running is None and s.state.terminated is None for s in statuses)
 
